@@ -1,0 +1,125 @@
+"""The storage contract every tier backend fulfils.
+
+A backend stores opaque objects under string keys (``/``-separated, no leading slash, no ``..``).
+It knows nothing of datasets, digests or the catalog: the copier and executor build those on top.
+The same conformance suite (``tests/conformance``) runs against every implementation.
+
+Rules shared by all methods:
+
+* ``put`` overwrites an existing key and is atomic: a reader sees the old object or the whole new
+  one, never a part. A failed ``put`` leaves no partial object (a multipart upload is aborted, a temp
+  file removed).
+* ``delete`` of a missing key is not an error (idempotent).
+* ``head`` and ``open_read`` of a missing key raise :class:`~tiering.errors.ObjectNotFound`.
+* Failures are raised as :class:`~tiering.errors.BackendError` subclasses, never vendor errors:
+  ``TransientBackendError`` is worth retrying, ``PermanentBackendError`` is not.
+* Metadata keys are lower-case ASCII; values are ASCII strings. Sizes are bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol, runtime_checkable
+
+#: metadata key under which our own digest of an object is stored (``x-amz-meta-xxh3-128`` on S3)
+DIGEST_METADATA_KEY = "xxh3-128"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a backend knows of one stored object."""
+
+    key: str
+    size: int
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    #: storage class as the backend reports it ("STANDARD", "GLACIER", ...); "" when not applicable
+    storage_class: str = ""
+    #: for archive backends: True when the object needs a restore before it can be read
+    archived: bool = False
+    #: for archive backends: True while a restore is under way
+    restore_in_progress: bool = False
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a client reads an object or prefix directly (no secrets)."""
+
+    kind: str  # "s3", "file" or "memory"
+    url: str  # s3://bucket/key or file:///abs/path
+    endpoint: str = ""
+    bucket: str = ""
+    key: str = ""
+    path: str = ""
+
+
+class ReadStream(Protocol):
+    """A file-like object opened by :meth:`Backend.open_read`."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A place where a tier keeps objects."""
+
+    #: a URL naming this backend, safe to print (never carries credentials)
+    url: str
+
+    def put(
+        self,
+        key: str,
+        body: BinaryIO | ReadStream,
+        *,
+        size: int | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Store all bytes read from ``body`` (until EOF) under ``key``, overwriting atomically.
+
+        ``size`` is a hint (bytes) that lets a backend choose a single request or multipart.
+        Raises ``InsufficientStorage`` when the destination is full, ``BackendError`` otherwise.
+        """
+        ...
+
+    def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
+        """Open ``key`` for streaming, from ``offset`` for ``length`` bytes (to the end when None).
+
+        Raises ``ObjectNotFound`` when missing, ``ArchivedObject`` when it needs a restore first.
+        The caller closes the stream.
+        """
+        ...
+
+    def head(self, key: str) -> ObjectInfo:
+        """Size, metadata and archive state of ``key``. Raises ``ObjectNotFound`` when missing."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; missing is fine."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order. Metadata may be empty."""
+        ...
+
+    def abort_incomplete(self, prefix: str = "") -> int:
+        """Remove unfinished uploads (multipart, temp files) under ``prefix``; returns how many."""
+        ...
+
+    def locate(self, key: str) -> Location:
+        """Where a client reads ``key`` (or a prefix) directly."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and pools. Safe to call twice."""
+        ...
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative object key, else raise ``ValueError``."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise ValueError(f"invalid object key {key!r}")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"invalid object key {key!r}")
+    return key

@@ -1,0 +1,80 @@
+"""State machines as tables. An illegal move raises :class:`IllegalTransition`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tiering.errors import IllegalTransition
+
+
+class StepState(StrEnum):
+    PLANNED = "planned"
+    COPYING = "copying"
+    VERIFIED = "verified"
+    COMMITTED = "committed"
+    SOURCE_DELETED = "source_deleted"
+    FAILED = "failed"
+
+
+STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
+    StepState.PLANNED: frozenset({StepState.COPYING, StepState.FAILED}),
+    # COPYING -> COPYING is a re-claim after a lost lease: the copy starts again and overwrites
+    StepState.COPYING: frozenset({StepState.COPYING, StepState.VERIFIED, StepState.FAILED, StepState.PLANNED}),
+    StepState.VERIFIED: frozenset({StepState.COMMITTED, StepState.FAILED}),
+    StepState.COMMITTED: frozenset({StepState.SOURCE_DELETED}),
+    StepState.SOURCE_DELETED: frozenset(),
+    StepState.FAILED: frozenset({StepState.PLANNED}),
+}
+
+
+class JobState(StrEnum):
+    PLANNED = "planned"
+    RUNNING = "running"
+    COMMITTED = "committed"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.PLANNED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    JobState.RUNNING: frozenset({JobState.COMMITTED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.COMMITTED: frozenset({JobState.DONE}),
+    JobState.DONE: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+UNFINISHED_JOB_STATES = (JobState.PLANNED, JobState.RUNNING, JobState.COMMITTED)
+
+
+class ReplicaState(StrEnum):
+    COPYING = "copying"  # bytes may be partial: never read, deleted on abandon
+    VERIFIED = "verified"  # bytes hash to the catalog digest, not yet the served copy
+    LIVE = "live"  # a served copy
+    DELETING = "deleting"  # superseded; the object is being removed
+
+
+REPLICA_TRANSITIONS: dict[ReplicaState, frozenset[ReplicaState]] = {
+    ReplicaState.COPYING: frozenset({ReplicaState.VERIFIED, ReplicaState.DELETING}),
+    ReplicaState.VERIFIED: frozenset({ReplicaState.LIVE, ReplicaState.DELETING}),
+    ReplicaState.LIVE: frozenset({ReplicaState.DELETING}),
+    ReplicaState.DELETING: frozenset(),
+}
+
+TRUSTED_REPLICA_STATES = (ReplicaState.VERIFIED, ReplicaState.LIVE)
+
+
+def check_step(current: str, wanted: str) -> None:
+    if StepState(wanted) not in STEP_TRANSITIONS[StepState(current)]:
+        raise IllegalTransition("step", current, wanted)
+
+
+def check_job(current: str, wanted: str) -> None:
+    if JobState(wanted) not in JOB_TRANSITIONS[JobState(current)]:
+        raise IllegalTransition("move job", current, wanted)
+
+
+def check_replica(current: str, wanted: str) -> None:
+    if ReplicaState(wanted) not in REPLICA_TRANSITIONS[ReplicaState(current)]:
+        raise IllegalTransition("replica", current, wanted)

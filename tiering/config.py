@@ -1,0 +1,325 @@
+"""Typed configuration: ``tiering.yaml`` validated once, then passed down.
+
+Where the file is found: ``--config PATH``, else ``$TIERING_CONFIG``, else ``./tiering.yaml``.
+Environment overrides (applied after the file): ``TIERING_CATALOG`` (catalog URL),
+``TIERING_TRANSFER_WORKERS``, ``TIERING_TRANSFER_PART_SIZE``, ``TIERING_TRANSFER_VERIFY``.
+
+Credentials are never written in this file nor given on the command line. A tier names where they come
+from: ``credentials: {env: HOT}`` reads ``HOT_ACCESS_KEY_ID`` / ``HOT_SECRET_ACCESS_KEY``;
+``credentials: {file: /etc/tiering/hot.ini, profile: hot}`` reads an AWS-style credentials file;
+no ``credentials`` uses boto3's default chain (``AWS_*`` variables, ``~/.aws``, instance roles).
+Secrets are held as :class:`Secret`, whose ``repr`` and ``str`` are redacted.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tiering.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "tiering.yaml"
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+    "t": 10**12, "tb": 10**12, "p": 10**15, "pb": 10**15,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50,
+}
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: int | float | str) -> int:
+    """Bytes from ``1073741824``, ``"1GiB"``, ``"50 TiB"``, ``"1.5TB"``. Raises ``ValueError``."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size like 10GiB, got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"size must not be negative, got {value}")
+        return int(value)
+    m = _SIZE_RE.match(str(value))
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"expected a size like 512MiB or 2TB, got {value!r}")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def format_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str``, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: Secret
+    session_token: Secret | None = None
+
+    def __repr__(self) -> str:
+        return "Credentials(access_key_id='***', secret_access_key='***')"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CredentialsSource(_Strict):
+    """Where a tier's S3 credentials come from (never the secrets themselves)."""
+
+    env: str | None = Field(default=None, description="prefix P: reads P_ACCESS_KEY_ID and P_SECRET_ACCESS_KEY")
+    file: str | None = Field(default=None, description="an AWS-style credentials file")
+    profile: str = "default"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CredentialsSource:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' (a variable prefix) or 'file' (a credentials file)")
+        return self
+
+    def resolve(self, tier: str) -> Credentials:
+        if self.env is not None:
+            key = os.environ.get(f"{self.env}_ACCESS_KEY_ID")
+            secret = os.environ.get(f"{self.env}_SECRET_ACCESS_KEY")
+            if not key or not secret:
+                raise ConfigError(
+                    f"tier {tier!r}: credentials from env prefix {self.env!r} need "
+                    f"{self.env}_ACCESS_KEY_ID and {self.env}_SECRET_ACCESS_KEY to be set"
+                )
+            token = os.environ.get(f"{self.env}_SESSION_TOKEN")
+            return Credentials(key, Secret(secret), Secret(token) if token else None)
+        assert self.file is not None
+        parser = configparser.ConfigParser()
+        path = os.path.expanduser(self.file)
+        if not parser.read(path):
+            raise ConfigError(f"tier {tier!r}: credentials file {path} cannot be read")
+        if not parser.has_section(self.profile):
+            raise ConfigError(f"tier {tier!r}: credentials file {path} has no profile [{self.profile}]")
+        section = parser[self.profile]
+        try:
+            return Credentials(
+                section["aws_access_key_id"],
+                Secret(section["aws_secret_access_key"]),
+                Secret(section["aws_session_token"]) if "aws_session_token" in section else None,
+            )
+        except KeyError as exc:
+            raise ConfigError(f"tier {tier!r}: credentials file {path} [{self.profile}] lacks {exc}") from None
+
+
+class TierConfig(_Strict):
+    rank: int = Field(ge=0, description="0 is the fastest tier (hot); larger is colder")
+    backend: str = Field(description="s3://bucket/prefix, file:///abs/path or memory://name")
+    endpoint: str | None = Field(default=None, description="S3 endpoint URL; None means AWS")
+    region: str = "us-east-1"
+    credentials: CredentialsSource | None = None
+    capacity: int | None = Field(default=None, description="bytes; None means unbounded")
+    cost_per_tib_month: float = Field(default=0.0, ge=0)
+    archive: Literal[False, "packed", "glacier"] = Field(
+        default=False,
+        description="packed: small members go into tar shards; glacier: S3 archive protocol (RestoreObject)",
+    )
+    verify_tls: bool | str = Field(default=True, description="False, True, or a CA bundle path")
+    addressing_style: Literal["path", "virtual", "auto"] = "path"
+    #: members below this size are packed into shards on an archive tier (bytes)
+    pack_threshold: int = 64 * 2**20
+    #: target size of a shard object on an archive tier (bytes)
+    shard_size: int = 2**30
+
+    @field_validator("capacity", "pack_threshold", "shard_size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        return None if v is None else parse_size(v)
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_url(cls, v: str) -> str:
+        scheme = urlparse(v).scheme
+        if scheme not in ("s3", "file", "memory"):
+            raise ValueError(f"expected a URL starting with s3://, file:// or memory://, got {v!r}")
+        if scheme == "s3" and not urlparse(v).netloc:
+            raise ValueError(f"an s3:// URL needs a bucket: {v!r}")
+        if scheme == "file" and not urlparse(v).path.startswith("/"):
+            raise ValueError(f"a file:// URL needs an absolute path (file:///abs/path): {v!r}")
+        return v
+
+    @property
+    def scheme(self) -> str:
+        return urlparse(self.backend).scheme
+
+
+class TransferConfig(_Strict):
+    """How bytes move. Every default is written here."""
+
+    workers: int = Field(default=8, ge=1, le=256, description="members copied at once")
+    part_size: int = Field(default=64 * 2**20, description="multipart part size (bytes)")
+    multipart_threshold: int = Field(default=64 * 2**20, description="objects from this size use multipart")
+    part_workers: int = Field(default=4, ge=1, le=64, description="parts of one large object moved at once")
+    verify: Literal["readback", "stream"] = Field(
+        default="readback",
+        description="readback: re-read the destination and hash it; stream: trust the hash of the bytes sent",
+    )
+    retries: int = Field(default=4, ge=0, le=20, description="attempts after the first for transient errors")
+    lease_seconds: int = Field(default=300, ge=5, description="how long a worker owns a step without renewing")
+    delete_grace_seconds: int = Field(default=0, ge=0, description="wait after commit before deleting source")
+
+    @field_validator("part_size", "multipart_threshold", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        return parse_size(v)
+
+    @field_validator("part_size")
+    @classmethod
+    def _part_min(cls, v: int) -> int:
+        if v < 5 * 2**20:
+            raise ValueError("part_size must be at least 5MiB (the S3 minimum)")
+        return v
+
+
+class ScheduleConfig(_Strict):
+    nightly: str = Field(default="0 2 * * *", description="cron expression for the nightly cycle")
+    timezone: str = Field(default="local")
+    restore_every_seconds: int = Field(default=60, ge=1)
+
+
+class Config(_Strict):
+    catalog: str = Field(default="sqlite:///tiering.db", description="SQLAlchemy URL of the catalog")
+    tiers: dict[str, TierConfig]
+    transfer: TransferConfig = TransferConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    policy: str | None = Field(default=None, description="policy file used by plan/apply/scheduler")
+    #: the directory relative paths in this config are resolved against
+    base_dir: str = "."
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers(cls, v: dict[str, TierConfig]) -> dict[str, TierConfig]:
+        if not v:
+            raise ValueError("at least one tier is needed")
+        for name in v:
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", name):
+                raise ValueError(f"tier name {name!r} must be lower-case letters, digits, - or _")
+        ranks = [t.rank for t in v.values()]
+        if len(set(ranks)) != len(ranks):
+            raise ValueError("two tiers have the same rank")
+        return v
+
+    def tier(self, name: str) -> TierConfig:
+        from tiering.errors import TierNotFound
+
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise TierNotFound(name, list(self.tiers)) from None
+
+    def tiers_by_rank(self) -> list[str]:
+        return sorted(self.tiers, key=lambda n: self.tiers[n].rank)
+
+    def resolve_path(self, path: str) -> Path:
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def catalog_url(self) -> str:
+        """The catalog URL with a relative SQLite path made relative to the config file."""
+        url = self.catalog
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            rel = url[len("sqlite:///"):]
+            if rel and rel != ":memory:":
+                return "sqlite:///" + str(self.resolve_path(rel).resolve())
+        return url
+
+
+def _format_validation(path: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        lines.append(f"{path}: {loc}: {msg}{got_s}")
+    return "\n".join(lines)
+
+
+_ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "TIERING_CATALOG": ("catalog",),
+    "TIERING_TRANSFER_WORKERS": ("transfer", "workers"),
+    "TIERING_TRANSFER_PART_SIZE": ("transfer", "part_size"),
+    "TIERING_TRANSFER_VERIFY": ("transfer", "verify"),
+    "TIERING_POLICY": ("policy",),
+}
+
+
+def config_from_dict(data: dict[str, Any], *, source: str = "<dict>", base_dir: str = ".") -> Config:
+    data = dict(data)
+    for var, path in _ENV_OVERRIDES.items():
+        if var in os.environ:
+            node = data
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{source}: {'.'.join(path[:-1])}: expected a mapping")
+            node[path[-1]] = os.environ[var]
+    data.setdefault("base_dir", base_dir)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(source, exc)) from None
+
+
+def find_config_path(explicit: str | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("TIERING_CONFIG"):
+        return Path(os.environ["TIERING_CONFIG"])
+    return Path(DEFAULT_CONFIG_NAME)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate a config file. Raises :class:`ConfigError` naming the file and key."""
+    p = find_config_path(str(path) if path is not None else None)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no config file here; run `tiering init` or pass --config PATH") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}:{where}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return config_from_dict(data, source=str(p), base_dir=str(p.resolve().parent))

@@ -1,0 +1,203 @@
+"""Parallel, verified copies of many objects between two backends.
+
+One copy: stream the source through an xxh3-128 hasher into the destination (our digest travels as
+object metadata), check that the streamed bytes hash to the expected digest (else the source changed),
+then verify what the destination holds (re-read and hash it, or trust the streamed hash and check the
+size, as configured). A copy that fails any check is deleted from the destination; the source is never
+touched here.
+
+Copies run in a bounded thread pool: at most ``workers`` copies at once, and never more than a few
+futures queued per worker, so a million-member dataset does not become a million futures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Literal
+
+from tiering.backends.base import DIGEST_METADATA_KEY, Backend
+from tiering.errors import CorruptedCopy, SourceChanged, TieringError
+from tiering.hashing import CHUNK_SIZE, Digests, HashingReader
+
+
+@dataclass(frozen=True)
+class CopyItem:
+    src_key: str
+    dst_key: str
+    size: int
+    #: xxh3-128 the source is expected to hash to; None when unknown (first registration)
+    expected_xxh3: str | None
+    #: caller's handle (member id, step id); returned untouched in the result
+    ref: int = 0
+    #: for a member inside a shard: where its bytes start in ``src_key``
+    src_offset: int = 0
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    item: CopyItem
+    ok: bool
+    xxh3: str = ""
+    size: int = 0
+    md5: str | None = None
+    error: TieringError | None = None
+    seconds: float = 0.0
+
+
+class Progress:
+    """Thread-safe counters a display can poll: bytes and objects done out of totals."""
+
+    def __init__(self, total_bytes: int = 0, total_objects: int = 0) -> None:
+        self.total_bytes = total_bytes
+        self.total_objects = total_objects
+        self.done_bytes = 0
+        self.done_objects = 0
+        self.failed_objects = 0
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+
+    def add(self, nbytes: int, *, failed: bool = False) -> None:
+        with self._lock:
+            self.done_bytes += nbytes
+            self.done_objects += 1
+            if failed:
+                self.failed_objects += 1
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second since start."""
+        elapsed = time.monotonic() - self.started
+        return self.done_bytes / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        rate = self.rate
+        if rate <= 0:
+            return None
+        return max(0.0, (self.total_bytes - self.done_bytes) / rate)
+
+
+VerifyMode = Literal["readback", "stream"]
+
+
+class Copier:
+    """Copies items from ``src`` to ``dst`` with verification. Stateless between calls."""
+
+    def __init__(
+        self,
+        src: Backend,
+        dst: Backend,
+        *,
+        workers: int = 8,
+        verify: VerifyMode = "readback",
+        md5: bool = False,
+        on_before_put: Callable[[CopyItem], None] | None = None,
+    ) -> None:
+        self.src = src
+        self.dst = dst
+        self.workers = workers
+        self.verify = verify
+        self.md5 = md5
+        self._on_before_put = on_before_put
+
+    def copy_one(self, item: CopyItem) -> CopyResult:
+        """Copy and verify one item. Never raises a TieringError: failures come back in the result."""
+        started = time.monotonic()
+        try:
+            digests = self._stream(item)
+            self._verify_destination(item, digests)
+        except TieringError as exc:
+            with contextlib.suppress(TieringError):
+                self.dst.delete(item.dst_key)
+            return CopyResult(item, ok=False, error=exc, seconds=time.monotonic() - started)
+        except BaseException:
+            # interrupted mid-copy: the destination key is deterministic, a retry overwrites it, and
+            # recovery deletes it if the move is abandoned; do not mask the interrupt with cleanup IO
+            raise
+        return CopyResult(
+            item, ok=True, xxh3=digests.xxh3, size=digests.size, md5=digests.md5,
+            seconds=time.monotonic() - started,
+        )
+
+    def _stream(self, item: CopyItem) -> Digests:
+        length = item.size if item.src_offset or item.size == 0 else None
+        raw = self.src.open_read(item.src_key, offset=item.src_offset, length=length)
+        reader = HashingReader(raw, Digests(md5=self.md5), limit=item.size if item.src_offset else None)
+        metadata = {DIGEST_METADATA_KEY: item.expected_xxh3} if item.expected_xxh3 else {}
+        try:
+            if self._on_before_put is not None:
+                self._on_before_put(item)
+            self.dst.put(item.dst_key, reader, size=item.size, metadata=metadata)
+        finally:
+            reader.close()
+        digests = reader.digests
+        if item.expected_xxh3 is not None and (
+            digests.xxh3 != item.expected_xxh3 or digests.size != item.size
+        ):
+            raise SourceChanged(
+                f"{self.src.url}/{item.src_key}", item.expected_xxh3, f"{digests.xxh3} ({digests.size} bytes)"
+            )
+        return digests
+
+    def _verify_destination(self, item: CopyItem, digests: Digests) -> None:
+        dst_name = f"{self.dst.url}/{item.dst_key}"
+        if self.verify == "readback":
+            stream = self.dst.open_read(item.dst_key)
+            try:
+                check = Digests()
+                while True:
+                    chunk = stream.read(CHUNK_SIZE)
+                    if not chunk:
+                        break
+                    check.update(chunk)
+            finally:
+                stream.close()
+            if check.xxh3 != digests.xxh3 or check.size != digests.size:
+                raise CorruptedCopy(
+                    f"{self.src.url}/{item.src_key}", dst_name, digests.xxh3, f"{check.xxh3} ({check.size} bytes)"
+                )
+        else:
+            info = self.dst.head(item.dst_key)
+            if info.size != digests.size:
+                raise CorruptedCopy(
+                    f"{self.src.url}/{item.src_key}", dst_name, f"{digests.size} bytes", f"{info.size} bytes"
+                )
+
+    def copy_many(
+        self,
+        items: Iterable[CopyItem],
+        *,
+        progress: Progress | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[CopyResult]:
+        """Copy every item; yield results as they finish (any order).
+
+        At most ``workers`` copies run and at most ``2 * workers`` are queued. When ``stop`` is set, no new
+        copy starts; those running finish and are yielded.
+        """
+        window = 2 * self.workers
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="copy") as pool:
+            pending: set[Future[CopyResult]] = set()
+            it = iter(items)
+            exhausted = False
+            while True:
+                while not exhausted and len(pending) < window and not (stop and stop.is_set()):
+                    try:
+                        item = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    pending.add(pool.submit(self.copy_one, item))
+                if not pending:
+                    return
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    result = fut.result()
+                    if progress is not None:
+                        progress.add(result.item.size, failed=not result.ok)
+                    yield result
