@@ -1,0 +1,64 @@
+"""Access recording: reads counted per dataset per UTC day, written as one upsert per dataset-day.
+
+HEAD and LIST are not reads and never reach this module. Callers aggregate first (a resolve is one read;
+an imported log is rolled up by :class:`tiering.access_keys.ReadCounter`), so the catalog sees a handful
+of writes however many reads happened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+from sqlalchemy import case, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from tiering.catalog.models import AccessDaily, Dataset
+
+
+def record_reads(
+    session: Session,
+    counts: Mapping[tuple[int, dt.date], int],
+    *,
+    last_seen: Mapping[int, dt.datetime] | None = None,
+) -> int:
+    """Add ``counts[(dataset_id, day)]`` reads to the roll-up; move ``last_access_at`` forward. Returns rows."""
+    if not counts:
+        return 0
+    rows = [{"dataset_id": ds, "day": day, "reads": n} for (ds, day), n in counts.items() if n > 0]
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(AccessDaily)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[AccessDaily.dataset_id, AccessDaily.day],
+        set_={"reads": AccessDaily.reads + stmt.excluded.reads},
+    )
+    for start in range(0, len(rows), 1000):
+        session.execute(stmt, rows[start : start + 1000])
+    latest: dict[int, dt.datetime] = dict(last_seen or {})
+    if not latest:
+        for (ds, day), _n in counts.items():
+            at = dt.datetime.combine(day, dt.time(), dt.UTC)
+            if ds not in latest or at > latest[ds]:
+                latest[ds] = at
+    for ds, at in latest.items():
+        session.execute(
+            update(Dataset)
+            .where(Dataset.id == ds)
+            .values(
+                last_access_at=case(
+                    (Dataset.last_access_at.is_(None), at),
+                    (Dataset.last_access_at < at, at),
+                    else_=Dataset.last_access_at,
+                )
+            )
+        )
+    return len(rows)
+
+
+def record_read(session: Session, dataset_id: int, at: dt.datetime) -> None:
+    record_reads(session, {(dataset_id, at.astimezone(dt.UTC).date()): 1}, last_seen={dataset_id: at})

@@ -1,0 +1,113 @@
+"""Composition root: builds the catalog, the tier backends and their wrappers from a Config.
+
+Nothing else constructs engines or backends; use cases receive an :class:`App`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from tiering.backends.base import Backend
+from tiering.catalog.db import Catalog, check_schema, create_catalog_engine, migrate
+from tiering.catalog.models import Tier
+from tiering.config import Config, TierConfig
+
+Clock = Callable[[], dt.datetime]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _build_backend(name: str, tier: TierConfig, config: Config) -> Backend:
+    from tiering.backends import open_backend
+
+    return open_backend(name, tier, config.transfer)
+
+
+@dataclass
+class App:
+    config: Config
+    catalog: Catalog
+    clock: Clock = utcnow
+    actor: str = field(default_factory=default_actor)
+    #: wraps every backend once built (fault injection in tests, dry runs)
+    backend_wrapper: Callable[[str, Backend], Backend] | None = None
+    _backends: dict[str, Backend] = field(default_factory=dict)
+
+    @classmethod
+    def open(
+        cls,
+        config: Config,
+        *,
+        clock: Clock = utcnow,
+        create: bool = False,
+        backend_wrapper: Callable[[str, Backend], Backend] | None = None,
+    ) -> App:
+        """Open the catalog named by ``config``. ``create`` runs migrations; otherwise the schema is checked."""
+        engine = create_catalog_engine(config.catalog_url())
+        if create:
+            migrate(engine)
+        else:
+            check_schema(engine)
+        app = cls(config=config, catalog=Catalog(engine), clock=clock, backend_wrapper=backend_wrapper)
+        app.sync_tiers()
+        return app
+
+    def now(self) -> dt.datetime:
+        return self.clock()
+
+    def backend(self, tier: str) -> Backend:
+        if tier not in self._backends:
+            backend = _build_backend(tier, self.config.tier(tier), self.config)
+            if self.backend_wrapper is not None:
+                backend = self.backend_wrapper(tier, backend)
+            self._backends[tier] = backend
+        return self._backends[tier]
+
+    def sync_tiers(self) -> None:
+        """Make the catalog's tier rows match the config (tiers are never deleted: replicas point at them)."""
+        with self.catalog.session() as s:
+            existing = {t.name: t for t in s.scalars(select(Tier))}
+            for name, tc in self.config.tiers.items():
+                row = existing.get(name)
+                if row is None:
+                    row = Tier(name=name)
+                    s.add(row)
+                row.rank = tc.rank
+                row.backend_url = tc.backend
+                row.endpoint = tc.endpoint
+                row.archive = tc.archive or ""
+                row.capacity_bytes = tc.capacity
+                row.cost_per_tib_month = tc.cost_per_tib_month
+            # a tier dropped from the config keeps its row; give it a rank that cannot collide
+            for name, row in existing.items():
+                if name not in self.config.tiers:
+                    row.rank = 1000 + row.id
+
+    def close(self) -> None:
+        for b in self._backends.values():
+            b.close()
+        self._backends.clear()
+        self.catalog.close()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

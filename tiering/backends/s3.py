@@ -1,0 +1,652 @@
+"""An S3-compatible bucket as a tier (MinIO, SeaweedFS, Ceph RGW, AWS, tape gateways speaking Glacier).
+
+Keys are relative to the backend's prefix: ``S3Backend("data", "hot")`` stores key ``a/b`` as
+``s3://data/hot/a/b``. Our metadata travels as ``x-amz-meta-*`` headers, so other S3 clients see our digest.
+
+Why the low-level client and not boto3's managed transfer: the transfer manager adds a thread and a
+future per chunk and re-reads nothing we need; measured here it was the slower path. ``put`` below reads the
+body strictly in order (so a hashing wrapper sees bytes in order) and uploads parts from a small bounded pool.
+
+This is the only module that imports botocore exceptions; every vendor error leaves it translated to the
+tree in :mod:`tiering.errors`, with the cause chained (``raise ... from exc``):
+
+==============================================  ============================================
+botocore                                        ours
+==============================================  ============================================
+404, ``NoSuchKey``                              ``ObjectNotFound``
+``NoSuchBucket``                                ``PermanentBackendError`` naming the bucket
+403, ``InvalidAccessKeyId``, ``Signature...``   ``AccessDenied``
+``InvalidObjectState`` (GET of an archived)     ``ArchivedObject`` (says a restore is needed)
+``EndpointConnectionError``, connect timeout    ``Unreachable`` (names the endpoint)
+5xx, throttling, read timeout, reset            ``TransientBackendError``
+``EntityTooLarge``, 507, quota / disk full      ``InsufficientStorage``
+anything else                                   ``PermanentBackendError``
+==============================================  ============================================
+
+Credentials never appear in ``repr``, messages or our logs. botocore logs request headers (and with
+them the access key id and signatures) at DEBUG: nothing here lowers its level; keep it at INFO or above.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, BinaryIO, Final
+from urllib.parse import urlparse
+
+import boto3
+from botocore.config import Config as BotocoreConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProxyConnectionError,
+    SSLError,
+)
+
+from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key
+from tiering.config import Credentials, TierConfig, TransferConfig
+from tiering.errors import (
+    AccessDenied,
+    ArchivedObject,
+    BackendError,
+    InsufficientStorage,
+    ObjectNotFound,
+    PermanentBackendError,
+    TransientBackendError,
+    Unreachable,
+)
+
+log = logging.getLogger(__name__)
+
+MiB: Final = 2**20
+#: S3 limits: at most 10 000 parts; every part but the last at least 5 MiB
+MAX_PARTS: Final = 10_000
+MIN_PART_SIZE: Final = 5 * MiB
+
+#: storage classes whose objects must be restored before a GET (GLACIER_IR is instant: not listed)
+ARCHIVE_CLASSES: Final = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+_NOT_FOUND_CODES: Final = frozenset({"NoSuchKey", "404", "NotFound"})
+_DENIED_CODES: Final = frozenset({
+    "AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+    "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem",
+})
+_FULL_CODES: Final = frozenset({
+    "EntityTooLarge", "InsufficientStorage", "XMinioStorageFull", "QuotaExceeded",
+    "XMinioAdminBucketQuotaExceeded", "StorageFull",
+})
+_TRANSIENT_CODES: Final = frozenset({
+    "InternalError", "ServiceUnavailable", "SlowDown", "Throttling", "ThrottlingException",
+    "RequestTimeout", "OperationAborted", "XMinioServerNotInitialized",
+})
+_ONGOING_RE: Final = re.compile(r'ongoing-request\s*=\s*"(true|false)"', re.IGNORECASE)
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _read_up_to(body: BinaryIO | ReadStream, limit: int) -> bytes:
+    """Read until ``limit`` bytes or EOF: a stream may return short reads before its end."""
+    first = body.read(limit)
+    if not first or len(first) >= limit:
+        return first
+    chunks = [first]
+    got = len(first)
+    while got < limit:
+        chunk = body.read(limit - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _read_all(body: BinaryIO | ReadStream) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = body.read(8 * MiB)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+class _Prefixed:
+    """Bytes already read from ``body`` (to choose single vs multipart) followed by the rest of it."""
+
+    def __init__(self, head: bytes, body: BinaryIO | ReadStream) -> None:
+        self._head = head
+        self._body = body
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._head:
+            if size < 0 or size >= len(self._head):
+                out, self._head = self._head, b""
+                return out
+            out, self._head = self._head[:size], self._head[size:]
+            return out
+        return self._body.read(size)
+
+    def close(self) -> None:
+        """The caller owns the body; closing it is theirs to do."""
+
+
+class S3ReadStream:
+    """The body of a GET; read errors (timeouts, resets mid-body) come out as our errors, not urllib3's."""
+
+    def __init__(self, body: Any, backend: S3Backend, key: str) -> None:
+        self._body = body
+        self._backend = backend
+        self._key = key
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            data: bytes = self._body.read() if size is None or size < 0 else self._body.read(size)
+        except (BotoCoreError, OSError) as exc:
+            raise TransientBackendError(
+                f"reading {self._key} failed mid-stream: {type(exc).__name__}",
+                backend=self._backend.url,
+                key=self._key,
+            ) from exc
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> S3ReadStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class S3Backend:
+    """Objects in ``bucket`` under ``prefix`` on an S3-compatible endpoint.
+
+    Thread-safe: one botocore client (they are thread-safe) is created lazily and shared by all threads;
+    its pool holds ``max_pool_connections`` connections, which should cover ``workers * part_workers``.
+
+    Sizes are bytes, timeouts seconds. ``retries`` counts botocore's retries after the first attempt of a
+    single request (connection errors, 5xx, throttling); retrying a whole ``put`` is
+    :class:`~tiering.backends.wrappers.RetryingBackend`'s job.
+    ``storage_class`` (e.g. ``"GLACIER"``) is sent with every write; None leaves the server's default.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        credentials: Credentials | None = None,
+        verify_tls: bool | str = True,
+        addressing_style: str = "path",
+        multipart_threshold: int = 64 * MiB,
+        part_size: int = 64 * MiB,
+        part_workers: int = 4,
+        max_pool_connections: int = 32,
+        retries: int = 4,
+        storage_class: str | None = None,
+        connect_timeout: float = 5,
+        read_timeout: float = 60,
+    ) -> None:
+        if not bucket:
+            raise ValueError("an S3 backend needs a bucket")
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (the S3 minimum)")
+        if multipart_threshold < 1:
+            raise ValueError("multipart_threshold must be at least 1 byte")
+        if part_workers < 1:
+            raise ValueError("part_workers must be at least 1")
+        self.bucket = bucket
+        stripped = prefix.strip("/")
+        if stripped:
+            check_key(stripped)
+        self.prefix = f"{stripped}/" if stripped else ""
+        self.url = f"s3://{bucket}/{stripped}" if stripped else f"s3://{bucket}"
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.storage_class = storage_class
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        self.part_workers = part_workers
+        self._credentials = credentials
+        self._verify_tls = verify_tls
+        self._botocore_config = BotocoreConfig(
+            region_name=region,
+            signature_version="s3v4",
+            s3={"addressing_style": addressing_style},
+            # botocore >= 1.36 sends CRC checksums by default; several S3-compatible servers reject them
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            # total_max_attempts counts the first try; "max_attempts" would count retries only
+            retries={"mode": "standard", "total_max_attempts": retries + 1},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max_pool_connections,
+            tcp_keepalive=True,
+        )
+        self._client_obj: Any = None
+        self._client_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, name: str, tier: TierConfig, transfer: TransferConfig) -> S3Backend:
+        """Build the backend of tier ``name`` (backend URL ``s3://bucket/prefix``).
+
+        Credentials are resolved here (``ConfigError`` when the named source is missing). A ``glacier``
+        archive tier writes with storage class ``GLACIER``.
+        """
+        parsed = urlparse(tier.backend)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"tier {name!r}: expected s3://bucket/prefix, got {tier.backend!r}")
+        credentials = tier.credentials.resolve(name) if tier.credentials is not None else None
+        return cls(
+            parsed.netloc,
+            parsed.path.strip("/"),
+            endpoint_url=tier.endpoint,
+            region=tier.region,
+            credentials=credentials,
+            verify_tls=tier.verify_tls,
+            addressing_style=tier.addressing_style,
+            multipart_threshold=transfer.multipart_threshold,
+            part_size=transfer.part_size,
+            part_workers=transfer.part_workers,
+            # every member copy may run part_workers requests at once, plus one for its reads
+            max_pool_connections=max(32, transfer.workers * (transfer.part_workers + 1)),
+            retries=transfer.retries,
+            storage_class="GLACIER" if tier.archive == "glacier" else None,
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Backend({self.url!r}, endpoint={self.endpoint_url or 'aws'!r})"
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        client = self._client_obj
+        if client is not None:
+            return client
+        with self._client_lock:
+            if self._client_obj is None:
+                creds = self._credentials
+                # a Session per backend: sessions are not thread-safe, the client made from it is
+                session = boto3.session.Session(
+                    aws_access_key_id=creds.access_key_id if creds else None,
+                    aws_secret_access_key=creds.secret_access_key.reveal() if creds else None,
+                    aws_session_token=(
+                        creds.session_token.reveal() if creds and creds.session_token else None
+                    ),
+                    region_name=self.region,
+                )
+                self._client_obj = session.client(
+                    "s3",
+                    endpoint_url=self.endpoint_url,
+                    verify=self._verify_tls,
+                    config=self._botocore_config,
+                )
+            return self._client_obj
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint URL requests go to (AWS's regional one when none was configured)."""
+        if self.endpoint_url:
+            return self.endpoint_url
+        return str(self._client().meta.endpoint_url)
+
+    def _full(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def _call(self, op: str, key: str, **kwargs: Any) -> Any:
+        """Run one client operation, translating every botocore error into ours."""
+        try:
+            return getattr(self._client(), op)(Bucket=self.bucket, **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, op=op, key=key) from exc
+
+    def _translate(self, exc: Exception, *, op: str, key: str) -> BackendError:
+        where = f"s3://{self.bucket}/{self.prefix}{key}" if key else f"s3://{self.bucket}"
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            message = str(error.get("Message", "")) or code
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            # codes first: moto answers InvalidObjectState with 403, which is not a credentials problem
+            if code == "InvalidObjectState":
+                if op == "restore_object":
+                    return PermanentBackendError(
+                        f"cannot restore {where}: it is not in an archive storage class ({message})",
+                        backend=self.url, key=key,
+                    )
+                storage_class = error.get("StorageClass") or "an archive storage class"
+                return ArchivedObject(
+                    f"{where} is in {storage_class}: it needs a restore before it can be read "
+                    f"(`tiering restore NAME --to TIER`, or RestoreObject)",
+                    backend=self.url, key=key,
+                )
+            if code == "NoSuchUpload":
+                return PermanentBackendError(f"{op} {where}: the multipart upload is gone ({message})",
+                                             backend=self.url, key=key)
+            if code == "NoSuchBucket":
+                return PermanentBackendError(
+                    f"bucket {self.bucket!r} does not exist at {self._endpoint_for_messages()} "
+                    f"(`tiering init` creates it)",
+                    backend=self.url, key=key,
+                )
+            if code in _NOT_FOUND_CODES or status == 404:
+                if key:
+                    return ObjectNotFound(key, backend=self.url)
+                return PermanentBackendError(f"{op}: {where} not found ({code})", backend=self.url)
+            if code in _FULL_CODES or status == 507 or "no space" in message.lower():
+                return InsufficientStorage(f"{op} {where}: destination full ({code}: {message})",
+                                           backend=self.url, key=key)
+            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+                return TransientBackendError(f"{op} {where}: {code or status}: {message}",
+                                             backend=self.url, key=key)
+            if code in _DENIED_CODES or status == 403:
+                # SeaweedFS also answers a PUT into a missing bucket with AccessDenied
+                return AccessDenied(
+                    f"access denied ({code}) for {op} on {where} at {self._endpoint_for_messages()}: "
+                    f"check the tier's credentials and that the bucket exists",
+                    backend=self.url, key=key,
+                )
+            if code == "MethodNotAllowed" and op == "restore_object":
+                return PermanentBackendError(
+                    f"{self._endpoint_for_messages()} does not support RestoreObject "
+                    f"(not an archive endpoint)",
+                    backend=self.url, key=key,
+                )
+            return PermanentBackendError(f"{op} {where}: {code or status}: {message}",
+                                         backend=self.url, key=key)
+        if isinstance(exc, SSLError):
+            return Unreachable(
+                f"TLS error talking to S3 endpoint {self._endpoint_for_messages()} "
+                f"(check verify_tls / the CA bundle)",
+                backend=self.url, key=key,
+            )
+        if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ProxyConnectionError):
+            return Unreachable(f"cannot reach S3 endpoint {self._endpoint_for_messages()}",
+                               backend=self.url, key=key)
+        if isinstance(exc, HTTPClientError | ConnectionClosedError | IncompleteReadError):
+            return TransientBackendError(
+                f"{op} {where}: connection problem with {self._endpoint_for_messages()} "
+                f"({type(exc).__name__})",
+                backend=self.url, key=key,
+            )
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            return AccessDenied(f"no usable S3 credentials for {self.url}: configure the tier's credentials",
+                                backend=self.url, key=key)
+        return PermanentBackendError(f"{op} {where}: {type(exc).__name__}: {exc}", backend=self.url, key=key)
+
+    def _endpoint_for_messages(self) -> str:
+        if self.endpoint_url:
+            return self.endpoint_url
+        client = self._client_obj
+        return str(client.meta.endpoint_url) if client is not None else f"AWS S3 ({self.region})"
+
+    def _write_args(self, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+        args: dict[str, Any] = {"Metadata": dict(metadata or {})}
+        if self.storage_class:
+            args["StorageClass"] = self.storage_class
+        return args
+
+    # -- the Backend protocol ---------------------------------------------------------------------
+
+    def put(
+        self,
+        key: str,
+        body: BinaryIO | ReadStream,
+        *,
+        size: int | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Store ``body`` (read to EOF, strictly in order) under ``key``; overwrites atomically.
+
+        Below ``multipart_threshold`` bytes (known ``size``, or an unknown size that turns out small) the
+        body is read into memory and sent as one PutObject. Otherwise a multipart upload: parts of
+        ``part_size`` are read one after another and uploaded by at most ``part_workers`` threads, with
+        never more than ``part_workers + 1`` parts in memory. Any failure, KeyboardInterrupt included,
+        aborts the upload (after in-flight parts settle), so no incomplete upload is left behind.
+        """
+        full = self._full(key)
+        if size is not None and size < self.multipart_threshold:
+            self._call("put_object", key, Key=full, Body=_read_all(body), **self._write_args(metadata))
+            return
+        head = b""
+        if size is None:
+            head = _read_up_to(body, self.multipart_threshold)
+            if len(head) < self.multipart_threshold:
+                self._call("put_object", key, Key=full, Body=head, **self._write_args(metadata))
+                return
+        self._put_multipart(key, _Prefixed(head, body), size=size, metadata=metadata)
+
+    def _put_multipart(
+        self, key: str, body: _Prefixed, *, size: int | None, metadata: Mapping[str, str] | None
+    ) -> None:
+        full = self._full(key)
+        part_size = self.part_size
+        if size is not None:
+            part_size = max(part_size, -(-size // MAX_PARTS))
+        created = self._call("create_multipart_upload", key, Key=full, **self._write_args(metadata))
+        upload_id = str(created["UploadId"])
+        pool = ThreadPoolExecutor(max_workers=self.part_workers, thread_name_prefix="tiering-s3-part")
+        in_flight: set[Future[dict[str, Any]]] = set()
+        parts: list[dict[str, Any]] = []
+        try:
+            number = 0
+            eof = False
+            while not eof:
+                data = _read_up_to(body, part_size)
+                eof = len(data) < part_size
+                if not data and number > 0:
+                    break
+                number += 1
+                if number > MAX_PARTS:
+                    raise PermanentBackendError(
+                        f"{key}: more than {MAX_PARTS} parts of {part_size} bytes; "
+                        f"pass size= or raise part_size",
+                        backend=self.url, key=key,
+                    )
+                in_flight.add(pool.submit(self._upload_part, key, upload_id, number, data))
+                del data  # only the future holds the part now
+                if len(in_flight) >= self.part_workers:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    parts.extend(f.result() for f in done)
+            done, in_flight = wait(in_flight)
+            parts.extend(f.result() for f in done)
+            parts.sort(key=lambda p: int(p["PartNumber"]))
+            self._call("complete_multipart_upload", key, Key=full, UploadId=upload_id,
+                       MultipartUpload={"Parts": parts})
+        except BaseException:
+            # let running parts settle first: a part landing after the abort could recreate the upload
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._abort_quietly(key, upload_id)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
+        resp = self._call(
+            "upload_part", key, Key=self._full(key), UploadId=upload_id, PartNumber=number, Body=data
+        )
+        return {"PartNumber": number, "ETag": resp["ETag"]}
+
+    def _abort_quietly(self, key: str, upload_id: str) -> None:
+        try:
+            self._call("abort_multipart_upload", key, Key=self._full(key), UploadId=upload_id)
+        except BackendError as exc:
+            # the original failure matters more; abort_incomplete() sweeps what is left
+            log.warning("could not abort multipart upload of %s on %s: %s", key, self.url, exc)
+
+    def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
+        """Stream ``key`` from ``offset`` for ``length`` bytes (a ranged GET); see the protocol.
+
+        A range past the end of the object reads as empty, as on the other backends.
+        Raises ``ObjectNotFound``, or ``ArchivedObject`` when the object needs a restore first.
+        """
+        full = self._full(key)
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("offset and length must not be negative")
+        if length == 0:
+            self.head(key)  # an empty range cannot be expressed in HTTP; still report a missing object
+            return io.BytesIO(b"")
+        args: dict[str, Any] = {"Key": full}
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            args["Range"] = f"bytes={offset}-{end}"
+        try:
+            resp = self._client().get_object(Bucket=self.bucket, **args)
+        except ClientError as exc:
+            if _error_code(exc) == "InvalidRange":
+                self.head(key)
+                return io.BytesIO(b"")
+            raise self._translate(exc, op="get_object", key=key) from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, op="get_object", key=key) from exc
+        return S3ReadStream(resp["Body"], self, key)
+
+    def head(self, key: str) -> ObjectInfo:
+        """Size, our metadata, storage class and archive state (from ``x-amz-restore``) of ``key``."""
+        resp = self._call("head_object", key, Key=self._full(key))
+        storage_class = str(resp.get("StorageClass") or "STANDARD")
+        ongoing = _ONGOING_RE.search(str(resp.get("Restore") or ""))
+        restore_in_progress = ongoing is not None and ongoing.group(1).lower() == "true"
+        restored = ongoing is not None and ongoing.group(1).lower() == "false"
+        return ObjectInfo(
+            key=key,
+            size=int(resp["ContentLength"]),
+            metadata={str(k).lower(): str(v) for k, v in (resp.get("Metadata") or {}).items()},
+            storage_class=storage_class,
+            archived=storage_class in ARCHIVE_CLASSES and not restored,
+            restore_in_progress=restore_in_progress,
+        )
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is fine (S3 DELETE is idempotent), a missing bucket is not."""
+        with contextlib.suppress(ObjectNotFound):
+            self._call("delete_object", key, Key=self._full(key))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects under ``prefix`` (relative to the backend prefix) in key order, one page at a time.
+
+        Metadata is empty (LIST does not return it). ``archived`` is True for every archive-class object,
+        restored or not: LIST does not say; ``head`` does.
+        """
+        paginator = self._client().get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+        try:
+            for page in pages:
+                for obj in page.get("Contents") or ():
+                    full = str(obj["Key"])
+                    if not full.startswith(self.prefix) or full.endswith("/"):
+                        continue  # directory markers some servers show are not objects
+                    storage_class = str(obj.get("StorageClass") or "STANDARD")
+                    yield ObjectInfo(
+                        key=full[len(self.prefix):],
+                        size=int(obj.get("Size", 0)),
+                        storage_class=storage_class,
+                        archived=storage_class in ARCHIVE_CLASSES,
+                    )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, op="list_objects_v2", key="") from exc
+
+    def abort_incomplete(self, prefix: str = "") -> int:
+        """Abort every unfinished multipart upload under ``prefix``; returns how many were aborted."""
+        aborted = 0
+        paginator = self._client().get_paginator("list_multipart_uploads")
+        try:
+            uploads = [
+                (str(u["Key"]), str(u["UploadId"]))
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+                for u in page.get("Uploads") or ()
+            ]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, op="list_multipart_uploads", key="") from exc
+        for full, upload_id in uploads:
+            rel = full[len(self.prefix):] if full.startswith(self.prefix) else full
+            try:
+                self._client().abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+            except ClientError as exc:
+                if _error_code(exc) in ("NoSuchUpload", "NoSuchKey", "404"):
+                    continue  # completed or aborted by someone else meanwhile
+                raise self._translate(exc, op="abort_multipart_upload", key=rel) from exc
+            except BotoCoreError as exc:
+                raise self._translate(exc, op="abort_multipart_upload", key=rel) from exc
+            aborted += 1
+        return aborted
+
+    def locate(self, key: str) -> Location:
+        """``s3://bucket/prefix/key`` and the endpoint, for boto3/s3fs; ``key`` may be a prefix or ""."""
+        full = self.prefix + key if key else self.prefix
+        return Location(
+            kind="s3", url=f"s3://{self.bucket}/{full}", endpoint=self.endpoint_url or "",
+            bucket=self.bucket, key=full,
+        )
+
+    def close(self) -> None:
+        with self._client_lock:
+            client, self._client_obj = self._client_obj, None
+        if client is not None:
+            client.close()
+
+    # -- archive and administration ---------------------------------------------------------------
+
+    def request_restore(self, key: str, *, days: int, retrieval_tier: str = "Standard") -> None:
+        """Ask the archive to make ``key`` readable for ``days`` days (Glacier ``RestoreObject``).
+
+        Returns once the request is accepted; poll :meth:`head` (``restore_in_progress`` / ``archived``).
+        A restore already under way counts as success. Raises ``ObjectNotFound``, or
+        ``PermanentBackendError`` when the object is not archived or the endpoint has no archive protocol.
+        """
+        if days < 1:
+            raise ValueError("days must be at least 1")
+        try:
+            self._client().restore_object(
+                Bucket=self.bucket, Key=self._full(key),
+                RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": retrieval_tier}},
+            )
+        except ClientError as exc:
+            if _error_code(exc) == "RestoreAlreadyInProgress":
+                return  # asking twice is how a second user joins the first one's restore
+            raise self._translate(exc, op="restore_object", key=key) from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, op="restore_object", key=key) from exc
+
+    def ensure_bucket(self) -> bool:
+        """Create the bucket when it is missing; returns True when it was created."""
+        try:
+            self._client().head_bucket(Bucket=self.bucket)
+            return False
+        except ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if status != 404 and _error_code(exc) not in ("404", "NoSuchBucket"):
+                raise self._translate(exc, op="head_bucket", key="") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, op="head_bucket", key="") from exc
+        args: dict[str, Any] = {}
+        if self.region != "us-east-1":
+            args["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        try:
+            self._client().create_bucket(Bucket=self.bucket, **args)
+        except ClientError as exc:
+            if _error_code(exc) == "BucketAlreadyOwnedByYou":
+                return False
+            raise self._translate(exc, op="create_bucket", key="") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, op="create_bucket", key="") from exc
+        return True

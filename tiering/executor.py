@@ -1,0 +1,687 @@
+"""Move jobs: the crash-safe protocol of copy, verify, commit, and only then delete the source.
+
+Per member (a *step*): ``planned -> copying -> verified -> committed -> source_deleted``.
+
+1. :meth:`Executor.create_job` writes the job and all its steps before any byte moves.
+2. Steps are claimed in batches with a lease (owner, until, epoch). Every later update of a step is
+   conditional on the epoch it was claimed at, so a stalled worker whose lease was taken over can never
+   overwrite newer work (it gets :class:`LeaseLost` and stops).
+3. The copier streams source -> destination, hashing on the way; destination keys are deterministic, so a
+   retry overwrites its own attempt. A destination replica row in state ``copying`` exists before the
+   first byte is written, so an abandoned attempt is always found and removed.
+4. Verified steps are recorded; a step that fails verification deletes its destination copy and fails
+   the job with the reason (``checksum_mismatch``, ``source_changed``...). The source stays.
+5. When every step is verified, one transaction makes the destination replicas live, moves the dataset's
+   home, and marks the source replicas ``deleting``.
+6. Only then are the source objects deleted. A failed delete is retried on resume, never fatal.
+
+A lease held by a process on this host that no longer exists is broken at once, so ``tiering resume``
+right after a crash does not wait for the lease to time out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.orm import Session
+
+from tiering.app import App
+from tiering.backends.base import Backend
+from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, MoveStep, Replica, Tier
+from tiering.catalog.states import (
+    UNFINISHED_JOB_STATES,
+    JobState,
+    ReplicaState,
+    StepState,
+    check_job,
+)
+from tiering.copier import Copier, CopyItem, CopyResult, Progress
+from tiering.errors import (
+    BackendError,
+    DatasetNotFound,
+    LeaseLost,
+    MoveInProgress,
+    MoveJobNotFound,
+    TieringError,
+    TransientBackendError,
+    UsageError,
+)
+from tiering.faults import crash_armed, crash_point
+from tiering.layout import ManifestMember, build_manifest, dataset_prefix, manifest_key
+
+log = logging.getLogger(__name__)
+
+#: steps claimed per catalog round trip
+CLAIM_BATCH = 64
+#: a step whose copy failed transiently goes back to planned this many times before the job fails
+MAX_STEP_ATTEMPTS = 3
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def lease_owner_is_dead(owner: str | None) -> bool:
+    """True when ``owner`` names a process on this host that no longer runs."""
+    if not owner:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_s = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_s.isdigit():
+        return False
+    pid = int(pid_s)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass
+class JobOutcome:
+    job_id: int
+    dataset: str
+    src_tier: str
+    dst_tier: str
+    state: str
+    members: int = 0
+    bytes: int = 0
+    copied: int = 0
+    failed: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+
+class _CrashingReader:
+    """Passes bytes through and hits the ``during_copy`` crash point halfway through a member."""
+
+    def __init__(self, raw: io.RawIOBase | object, size: int) -> None:
+        self._raw = raw
+        self._half = max(1, size // 2)
+        self._seen = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        data: bytes = self._raw.read(n)  # type: ignore[attr-defined]
+        self._seen += len(data)
+        if self._seen >= self._half:
+            crash_point("during_copy")
+        return data
+
+    def close(self) -> None:
+        self._raw.close()  # type: ignore[attr-defined]
+
+
+class _CrashingSource:
+    """Source wrapper used only when the ``during_copy`` crash point is armed."""
+
+    def __init__(self, inner: Backend) -> None:
+        self._inner = inner
+        self.url = inner.url
+
+    def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> object:
+        info_size = length if length is not None else self._inner.head(key).size
+        return _CrashingReader(self._inner.open_read(key, offset=offset, length=length), info_size)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+class Executor:
+    """Runs move jobs against the catalog and the tiers of one :class:`App`."""
+
+    def __init__(self, app: App, *, worker_id: str | None = None) -> None:
+        self.app = app
+        self.worker_id = worker_id or new_worker_id()
+        self.transfer = app.config.transfer
+        #: epoch at which this worker claimed each step; every update of the step is conditional on it
+        self._epochs: dict[int, int] = {}
+
+    # ---------------------------------------------------------------- planning a job
+
+    def create_job(
+        self,
+        dataset_id: int,
+        dst_tier: str,
+        *,
+        reason: str = "manual",
+        purpose: str = "move",
+        policy_run_id: int | None = None,
+    ) -> int:
+        """Write a move job and one planned step per member. Nothing is copied yet."""
+        self.app.config.tier(dst_tier)
+        now = self.app.now()
+        with self.app.catalog.session() as s:
+            ds = s.get(Dataset, dataset_id, with_for_update=True)
+            if ds is None:
+                raise DatasetNotFound(str(dataset_id))
+            dst = s.scalars(select(Tier).where(Tier.name == dst_tier)).one()
+            if ds.home_tier_id == dst.id:
+                raise UsageError(f"{ds.label} is already on tier {dst_tier}")
+            busy = s.scalars(
+                select(MoveJob.id).where(
+                    MoveJob.dataset_id == ds.id, MoveJob.state.in_([str(x) for x in UNFINISHED_JOB_STATES])
+                )
+            ).first()
+            if busy is not None:
+                raise MoveInProgress(ds.label, busy)
+            prefix = dataset_prefix(ds.kind, ds.name, ds.version)
+            job = MoveJob(
+                dataset_id=ds.id, src_tier_id=ds.home_tier_id, dst_tier_id=dst.id, purpose=purpose,
+                state=JobState.PLANNED, reason=reason, actor=self.app.actor, policy_run_id=policy_run_id,
+                bytes_total=ds.size_bytes, created_at=now, updated_at=now,
+            )
+            s.add(job)
+            s.flush()
+            members = s.execute(select(Member.id, Member.path).where(Member.dataset_id == ds.id)).all()
+            if members:
+                s.execute(
+                    MoveStep.__table__.insert(),
+                    [
+                        {"job_id": job.id, "member_id": mid, "state": StepState.PLANNED,
+                         "dst_key": prefix + path, "epoch": 0, "attempts": 0, "updated_at": now}
+                        for mid, path in members
+                    ],
+                )
+            ds.state = "moving"
+            job_id = job.id
+        crash_point("after_plan")
+        return job_id
+
+    # ---------------------------------------------------------------- running a job
+
+    def run_job(
+        self,
+        job_id: int,
+        *,
+        progress: Progress | None = None,
+        stop: threading.Event | None = None,
+    ) -> JobOutcome:
+        """Drive one job as far as it can go: copy, verify, commit, delete source. Resumable at any point."""
+        started = self.app.now()
+        with self.app.catalog.session() as s:
+            job = s.get(MoveJob, job_id)
+            if job is None:
+                raise MoveJobNotFound(job_id)
+            ds = s.get_one(Dataset, job.dataset_id)
+            src = s.get_one(Tier, job.src_tier_id)
+            dst = s.get_one(Tier, job.dst_tier_id)
+            outcome = JobOutcome(job_id, ds.label, src.name, dst.name, job.state, ds.member_count, ds.size_bytes)
+            if job.state == JobState.PLANNED:
+                check_job(job.state, JobState.RUNNING)
+                job.state = JobState.RUNNING
+                job.updated_at = self.app.now()
+            state = job.state
+        if progress is not None:
+            progress.total_bytes = outcome.bytes
+            progress.total_objects = outcome.members
+        if state == JobState.RUNNING:
+            state = self._copy_phase(job_id, src.name, dst.name, outcome, progress, stop)
+        if state == JobState.RUNNING and not (stop and stop.is_set()):
+            state = self._commit(job_id)
+        if state == JobState.COMMITTED:
+            state = self._delete_sources(job_id, src.name)
+        outcome.state = state
+        outcome.seconds = (self.app.now() - started).total_seconds()
+        return outcome
+
+    def _claim(self, s: Session, job_id: int, dst_tier_id: int, limit: int) -> list[tuple[int, int, int, str]]:
+        """Claim up to ``limit`` claimable steps; returns (step_id, epoch, member_id, dst_key)."""
+        now = self.app.now()
+        until = now + dt.timedelta(seconds=self.transfer.lease_seconds)
+        stmt = (
+            select(MoveStep.id, MoveStep.epoch, MoveStep.lease_owner, MoveStep.lease_until)
+            .where(
+                MoveStep.job_id == job_id,
+                MoveStep.state.in_([StepState.PLANNED, StepState.COPYING]),
+            )
+            .order_by(MoveStep.id)
+            .limit(limit * 4)
+        )
+        if self.app.catalog.dialect == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        candidates = [
+            (sid, epoch)
+            for sid, epoch, owner, lease_until in s.execute(stmt)
+            # our own live leases are copies in flight: never claim them twice
+            if owner is None or (owner != self.worker_id and (lease_until is None or lease_until < now
+                                                              or lease_owner_is_dead(owner)))
+        ][:limit]
+        claimed: list[tuple[int, int, int, str]] = []
+        for sid, epoch in candidates:
+            res = s.execute(
+                update(MoveStep)
+                .where(MoveStep.id == sid, MoveStep.epoch == epoch)
+                .values(
+                    state=StepState.COPYING, lease_owner=self.worker_id, lease_until=until, epoch=epoch + 1,
+                    attempts=MoveStep.attempts + 1, updated_at=now,
+                )
+            )
+            if res.rowcount == 1:  # type: ignore[attr-defined]
+                claimed.append((sid, epoch + 1, 0, ""))
+        if not claimed:
+            return []
+        rows = {
+            sid: (mid, key)
+            for sid, mid, key in s.execute(
+                select(MoveStep.id, MoveStep.member_id, MoveStep.dst_key).where(
+                    MoveStep.id.in_([c[0] for c in claimed])
+                )
+            )
+        }
+        claimed = [(sid, ep, rows[sid][0], rows[sid][1]) for sid, ep, _, _ in claimed]
+        # the destination replica row exists before the first byte is written: an abandoned attempt is findable
+        existing = set(
+            s.scalars(
+                select(Replica.member_id).where(
+                    Replica.tier_id == dst_tier_id, Replica.member_id.in_([c[2] for c in claimed])
+                )
+            )
+        )
+        new_rows = [
+            {"member_id": mid, "tier_id": dst_tier_id, "key": key, "state": ReplicaState.COPYING}
+            for _, _, mid, key in claimed
+            if mid not in existing
+        ]
+        if new_rows:
+            s.execute(Replica.__table__.insert(), new_rows)
+        s.execute(
+            update(Replica)
+            .where(
+                Replica.tier_id == dst_tier_id,
+                Replica.member_id.in_([c[2] for c in claimed]),
+                Replica.state != ReplicaState.LIVE,
+            )
+            .values(state=ReplicaState.COPYING, verified_at=None)
+        )
+        return claimed
+
+    def _copy_phase(
+        self,
+        job_id: int,
+        src_name: str,
+        dst_name: str,
+        outcome: JobOutcome,
+        progress: Progress | None,
+        stop: threading.Event | None,
+    ) -> str:
+        src_backend = self.app.backend(src_name)
+        dst_backend = self.app.backend(dst_name)
+        # a previous attempt killed mid-upload may have left an unfinished multipart upload
+        with self.app.catalog.session() as s:
+            job = s.get_one(MoveJob, job_id)
+            ds = s.get_one(Dataset, job.dataset_id)
+            src_tier_id, dst_tier_id = job.src_tier_id, job.dst_tier_id
+            prefix = dataset_prefix(ds.kind, ds.name, ds.version)
+        with contextlib.suppress(TieringError):
+            dst_backend.abort_incomplete(prefix)
+        copier = Copier(
+            _CrashingSource(src_backend) if crash_armed("during_copy") else src_backend,  # type: ignore[arg-type]
+            dst_backend,
+            workers=self.transfer.workers,
+            verify=self.transfer.verify,
+        )
+        internal_stop = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(job_id, internal_stop), daemon=True)
+        heartbeat.start()
+        lease_lost = False
+        try:
+            items = self._claimed_items(job_id, src_tier_id, dst_tier_id, internal_stop, stop)
+            for result in copier.copy_many(items, progress=progress, stop=internal_stop):
+                try:
+                    self._record(result, job_id, dst_tier_id, outcome)
+                except LeaseLost:
+                    lease_lost = True
+                    internal_stop.set()
+                if not result.ok and not _retryable(result):
+                    internal_stop.set()
+        finally:
+            internal_stop.set()
+            heartbeat.join(timeout=5)
+            self._release_unstarted(job_id)
+        if lease_lost:
+            raise LeaseLost(job_id, -1)
+        return self._settle_copy_phase(job_id, outcome)
+
+    def _claimed_items(
+        self,
+        job_id: int,
+        src_tier_id: int,
+        dst_tier_id: int,
+        internal_stop: threading.Event,
+        stop: threading.Event | None,
+    ) -> Iterator[CopyItem]:
+        while not internal_stop.is_set() and not (stop and stop.is_set()):
+            with self.app.catalog.session() as s:
+                claimed = self._claim(s, job_id, dst_tier_id, CLAIM_BATCH)
+                if not claimed:
+                    return
+                members = {
+                    m.id: m
+                    for m in s.scalars(select(Member).where(Member.id.in_([c[2] for c in claimed])))
+                }
+                src_keys = dict(
+                    s.execute(
+                        select(Replica.member_id, Replica.key).where(
+                            Replica.tier_id == src_tier_id,
+                            Replica.member_id.in_(list(members)),
+                            Replica.state.in_([ReplicaState.LIVE, ReplicaState.VERIFIED]),
+                        )
+                    ).all()
+                )
+                src_offsets = dict(
+                    s.execute(
+                        select(Replica.member_id, Replica.shard_offset).where(
+                            Replica.tier_id == src_tier_id, Replica.member_id.in_(list(members))
+                        )
+                    ).all()
+                )
+            for sid, epoch, mid, dst_key in claimed:
+                m = members[mid]
+                if mid not in src_keys:
+                    raise BackendError(f"member {m.path} has no live copy on the source tier")
+                self._epochs[sid] = epoch
+                yield CopyItem(
+                    src_key=src_keys[mid], dst_key=dst_key, size=m.size, expected_xxh3=m.xxh3, ref=sid,
+                    src_offset=src_offsets.get(mid) or 0,
+                )
+
+    def _record(self, result: CopyResult, job_id: int, dst_tier_id: int, outcome: JobOutcome) -> None:
+        sid = result.item.ref
+        epoch = self._epochs.get(sid, -1)
+        now = self.app.now()
+        with self.app.catalog.session() as s:
+            step = s.get_one(MoveStep, sid)
+            if result.ok:
+                crash_point("after_copy")
+                res = s.execute(
+                    update(MoveStep)
+                    .where(MoveStep.id == sid, MoveStep.epoch == epoch, MoveStep.lease_owner == self.worker_id)
+                    .values(state=StepState.VERIFIED, lease_owner=None, lease_until=None, last_error=None,
+                            updated_at=now)
+                )
+                if res.rowcount != 1:  # type: ignore[attr-defined]
+                    raise LeaseLost(sid, epoch)
+                s.execute(
+                    update(Replica)
+                    .where(Replica.member_id == step.member_id, Replica.tier_id == dst_tier_id)
+                    .values(state=ReplicaState.VERIFIED, verified_at=now)
+                )
+                outcome.copied += 1
+            else:
+                err = result.error
+                reason = err.reason if err is not None else "error"
+                message = f"{reason}: {err}"
+                back_to = StepState.PLANNED if _retryable(result) and step.attempts < MAX_STEP_ATTEMPTS else None
+                res = s.execute(
+                    update(MoveStep)
+                    .where(MoveStep.id == sid, MoveStep.epoch == epoch)
+                    .values(state=back_to or StepState.FAILED, lease_owner=None, lease_until=None,
+                            last_error=message, updated_at=now)
+                )
+                if res.rowcount != 1:  # type: ignore[attr-defined]
+                    raise LeaseLost(sid, epoch)
+                # the copier already deleted the bad destination object
+                s.execute(
+                    delete(Replica).where(
+                        Replica.member_id == step.member_id, Replica.tier_id == dst_tier_id,
+                        Replica.state != ReplicaState.LIVE,
+                    )
+                )
+                if back_to is None:
+                    outcome.failed += 1
+                    outcome.failures.append(f"{result.item.src_key}: {message}")
+                    s.execute(update(MoveJob).where(MoveJob.id == job_id).values(last_error=message))
+        if result.ok and outcome.copied == 1:
+            crash_point("after_verify")
+
+    def _release_unstarted(self, job_id: int) -> None:
+        """Steps claimed but never copied (a stop, an error elsewhere) go back to planned for any worker."""
+        with contextlib.suppress(TieringError), self.app.catalog.session() as s:
+            s.execute(
+                update(MoveStep)
+                .where(MoveStep.job_id == job_id, MoveStep.lease_owner == self.worker_id,
+                       MoveStep.state == StepState.COPYING)
+                .values(state=StepState.PLANNED, lease_owner=None, lease_until=None)
+            )
+
+    def _heartbeat(self, job_id: int, stop: threading.Event) -> None:
+        interval = max(1.0, self.transfer.lease_seconds / 3)
+        while not stop.wait(interval):
+            until = self.app.now() + dt.timedelta(seconds=self.transfer.lease_seconds)
+            try:
+                with self.app.catalog.session() as s:
+                    s.execute(
+                        update(MoveStep)
+                        .where(MoveStep.job_id == job_id, MoveStep.lease_owner == self.worker_id,
+                               MoveStep.state == StepState.COPYING)
+                        .values(lease_until=until)
+                    )
+            except TieringError:
+                log.warning("lease renewal for job %s failed; will retry", job_id)
+
+    def _settle_copy_phase(self, job_id: int, outcome: JobOutcome) -> str:
+        with self.app.catalog.session() as s:
+            counts: dict[str, int] = {}
+            for (st,) in s.execute(select(MoveStep.state).where(MoveStep.job_id == job_id)):
+                counts[st] = counts.get(st, 0) + 1
+            if counts.get(StepState.FAILED):
+                failed_errors = list(
+                    s.scalars(
+                        select(MoveStep.last_error).where(
+                            MoveStep.job_id == job_id, MoveStep.state == StepState.FAILED
+                        ).limit(5)
+                    )
+                )
+                outcome.error = "; ".join(e or "" for e in failed_errors)
+        if counts.get(StepState.FAILED):
+            self.abandon(job_id, reason=outcome.error or "step failed")
+            return JobState.FAILED
+        return JobState.RUNNING
+
+    # ---------------------------------------------------------------- commit
+
+    def _commit(self, job_id: int) -> str:
+        with self.app.catalog.session() as s:
+            job = s.get_one(MoveJob, job_id)
+            pending = s.scalar(
+                select(MoveStep.id).where(
+                    MoveStep.job_id == job_id, MoveStep.state.not_in([StepState.VERIFIED, StepState.COMMITTED])
+                ).limit(1)
+            )
+            if pending is not None:
+                return str(job.state)  # another worker still owns some steps
+            ds = s.get_one(Dataset, job.dataset_id)
+            dst = s.get_one(Tier, job.dst_tier_id)
+            rows = s.execute(
+                select(Member.path, Member.size, Member.xxh3, Member.md5, Member.sha256)
+                .where(Member.dataset_id == ds.id)
+            ).all()
+            manifest = build_manifest(
+                name=ds.name, version=ds.version, kind=ds.kind, owner=ds.owner, tags=dict(ds.tags),
+                tier=dst.name, written_at=self.app.now(),
+                members=[ManifestMember(p, sz, x, m5, s2) for p, sz, x, m5, s2 in rows],
+            )
+            label, ds_prefix, src_id, dst_id = ds.label, dataset_prefix(ds.kind, ds.name, ds.version), \
+                job.src_tier_id, job.dst_tier_id
+        dst_backend = self.app.backend(dst.name)
+        dst_backend.put(manifest_key(ds_prefix), io.BytesIO(manifest), size=len(manifest))
+        crash_point("before_commit")
+        now = self.app.now()
+        with self.app.catalog.session() as s:
+            job = s.get_one(MoveJob, job_id, with_for_update=True)
+            if job.state != JobState.RUNNING:
+                return str(job.state)
+            check_job(job.state, JobState.COMMITTED)
+            member_ids = select(Member.id).where(Member.dataset_id == job.dataset_id).scalar_subquery()
+            s.execute(
+                update(Replica)
+                .where(Replica.tier_id == dst_id, Replica.member_id.in_(member_ids))
+                .values(state=ReplicaState.LIVE)
+            )
+            s.execute(
+                update(Replica)
+                .where(Replica.tier_id == src_id, Replica.member_id.in_(member_ids))
+                .values(state=ReplicaState.DELETING)
+            )
+            s.execute(
+                update(MoveStep)
+                .where(MoveStep.job_id == job_id)
+                .values(state=StepState.COMMITTED, updated_at=now)
+            )
+            ds = s.get_one(Dataset, job.dataset_id)
+            ds.home_tier_id = dst_id
+            ds.home_since = now
+            ds.state = "active"
+            job.state = JobState.COMMITTED
+            job.updated_at = now
+            src_name = s.get_one(Tier, src_id).name
+            s.add(AuditEntry(
+                at=now, actor=self.app.actor, action=job.purpose, dataset_id=ds.id, dataset_label=label,
+                from_tier=src_name, to_tier=dst.name, bytes=ds.size_bytes, result="ok",
+                detail={"job_id": job_id, "reason": job.reason, "members": ds.member_count},
+            ))
+        crash_point("after_commit")
+        return JobState.COMMITTED
+
+    # ---------------------------------------------------------------- delete the source, last
+
+    def _delete_sources(self, job_id: int, src_name: str) -> str:
+        src_backend = self.app.backend(src_name)
+        with self.app.catalog.session() as s:
+            job = s.get_one(MoveJob, job_id)
+            ds = s.get_one(Dataset, job.dataset_id)
+            src_tier_id = job.src_tier_id
+            targets = s.execute(
+                select(MoveStep.id, Replica.id, Replica.key, Replica.shard_offset)
+                .join(Replica, and_(Replica.member_id == MoveStep.member_id, Replica.tier_id == src_tier_id))
+                .where(MoveStep.job_id == job_id, MoveStep.state == StepState.COMMITTED)
+            ).all()
+            # an adopted dataset kept its own layout on the source tier until now
+            src_prefix = ds.location_prefix or dataset_prefix(ds.kind, ds.name, ds.version)
+        failures = 0
+        deleted_keys: set[str] = set()
+        for n, (sid, rid, key, _offset) in enumerate(targets):
+            try:
+                if key not in deleted_keys:  # members packed in one shard share its key
+                    src_backend.delete(key)
+                    deleted_keys.add(key)
+            except TieringError as exc:
+                failures += 1
+                log.warning("could not delete source %s (will retry on resume): %s", key, exc)
+                continue
+            with self.app.catalog.session() as s:
+                s.execute(delete(Replica).where(Replica.id == rid))
+                s.execute(
+                    update(MoveStep).where(MoveStep.id == sid)
+                    .values(state=StepState.SOURCE_DELETED, updated_at=self.app.now())
+                )
+            if n == 0:
+                crash_point("during_delete")
+        # steps whose source replica row is already gone (crash between delete and bookkeeping)
+        with self.app.catalog.session() as s:
+            s.execute(
+                update(MoveStep)
+                .where(
+                    MoveStep.job_id == job_id, MoveStep.state == StepState.COMMITTED,
+                    ~select(Replica.id).where(
+                        Replica.member_id == MoveStep.member_id, Replica.tier_id == src_tier_id
+                    ).exists(),
+                )
+                .values(state=StepState.SOURCE_DELETED, updated_at=self.app.now())
+            )
+        if failures:
+            return JobState.COMMITTED
+        with contextlib.suppress(TieringError):
+            src_backend.delete(manifest_key(src_prefix))
+        crash_point("after_delete")
+        with self.app.catalog.session() as s:
+            job = s.get_one(MoveJob, job_id)
+            s.get_one(Dataset, job.dataset_id).location_prefix = ""
+            check_job(job.state, JobState.DONE)
+            job.state = JobState.DONE
+            job.finished_at = job.updated_at = self.app.now()
+        return JobState.DONE
+
+    # ---------------------------------------------------------------- failure and recovery
+
+    def abandon(self, job_id: int, *, reason: str, final_state: JobState = JobState.FAILED) -> None:
+        """Give up a job that has not committed: remove destination copies, keep the source, free the dataset."""
+        with self.app.catalog.session() as s:
+            job = s.get_one(MoveJob, job_id)
+            if job.state not in (JobState.PLANNED, JobState.RUNNING):
+                return
+            dst = s.get_one(Tier, job.dst_tier_id)
+            leftovers = s.execute(
+                select(Replica.id, Replica.key)
+                .join(MoveStep, and_(MoveStep.member_id == Replica.member_id, MoveStep.job_id == job_id))
+                .where(Replica.tier_id == job.dst_tier_id, Replica.state != ReplicaState.LIVE)
+            ).all()
+            ds = s.get_one(Dataset, job.dataset_id)
+            prefix = dataset_prefix(ds.kind, ds.name, ds.version)
+        dst_backend = self.app.backend(dst.name)
+        for _rid, key in leftovers:
+            with contextlib.suppress(TieringError):
+                dst_backend.delete(key)
+        with contextlib.suppress(TieringError):
+            dst_backend.abort_incomplete(prefix)
+        now = self.app.now()
+        with self.app.catalog.session() as s:
+            s.execute(delete(Replica).where(Replica.id.in_([r[0] for r in leftovers])))
+            job = s.get_one(MoveJob, job_id)
+            check_job(job.state, final_state)
+            job.state = final_state
+            job.last_error = reason
+            job.finished_at = job.updated_at = now
+            ds = s.get_one(Dataset, job.dataset_id)
+            ds.state = "active"
+            s.add(AuditEntry(
+                at=now, actor=self.app.actor, action=job.purpose, dataset_id=ds.id, dataset_label=ds.label,
+                from_tier=s.get_one(Tier, job.src_tier_id).name, to_tier=dst.name, bytes=0,
+                result="cancelled" if final_state == JobState.CANCELLED else "failed",
+                detail={"job_id": job_id, "error": reason[:2000]},
+            ))
+
+    def unfinished_jobs(self) -> list[int]:
+        with self.app.catalog.session() as s:
+            return list(
+                s.scalars(
+                    select(MoveJob.id)
+                    .where(MoveJob.state.in_([str(x) for x in UNFINISHED_JOB_STATES]))
+                    .order_by(MoveJob.id)
+                )
+            )
+
+    def resume_all(self, *, progress: Progress | None = None) -> list[JobOutcome]:
+        """Drive every unfinished job forward (after a crash, or work left by another worker)."""
+        return [self.run_job(job_id, progress=progress) for job_id in self.unfinished_jobs()]
+
+    def cancel(self, job_id: int) -> None:
+        """Cancel a job that has not committed; its destination copies are removed."""
+        with self.app.catalog.session() as s:
+            job = s.get(MoveJob, job_id)
+            if job is None:
+                raise MoveJobNotFound(job_id)
+            if job.state not in (JobState.PLANNED, JobState.RUNNING):
+                raise UsageError(f"move job {job_id} is {job.state}; only planned or running jobs can be cancelled")
+        self.abandon(job_id, reason="cancelled", final_state=JobState.CANCELLED)
+
+
+def _retryable(result: CopyResult) -> bool:
+    return isinstance(result.error, TransientBackendError)
+
+

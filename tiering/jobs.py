@@ -1,0 +1,616 @@
+"""Use cases shared by the CLI, the Python API and the scheduler.
+
+Each function takes an :class:`~tiering.app.App` and plain arguments, does one thing, and returns data
+(dataclasses) for the caller to print or serialise. Errors are :class:`~tiering.errors.TieringError`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from sqlalchemy import func, select
+
+from tiering.access import record_read
+from tiering.app import App
+from tiering.backends.base import Backend, Location
+from tiering.backends.file import FileBackend
+from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, Replica, Tier
+from tiering.catalog.states import TRUSTED_REPLICA_STATES, ReplicaState
+from tiering.copier import Copier, CopyItem, Progress
+from tiering.errors import (
+    DatasetExists,
+    DatasetNotFound,
+    PathNotFound,
+    TieringError,
+    UsageError,
+)
+from tiering.executor import Executor, JobOutcome
+from tiering.hashing import CHUNK_SIZE, Digests, hash_stream
+from tiering.layout import (
+    MANIFEST_DIR,
+    ManifestMember,
+    build_manifest,
+    check_kind,
+    check_member_path,
+    check_name,
+    content_digest,
+    dataset_prefix,
+    manifest_key,
+    parse_label,
+)
+
+ProgressFactory = Callable[[str, Progress], Any]
+
+
+# ------------------------------------------------------------------------------------------ lookups
+
+
+def find_dataset(session: Any, label: str) -> Dataset:
+    """``name@version`` or ``name`` (the newest registered version). Raises DatasetNotFound."""
+    name, version = parse_label(label)
+    stmt = select(Dataset).where(Dataset.name == name, Dataset.state != "deleted")
+    if version is not None:
+        stmt = stmt.where(Dataset.version == version)
+    else:
+        stmt = stmt.order_by(Dataset.created_at.desc(), Dataset.id.desc())
+    ds = session.scalars(stmt.limit(1)).first()
+    if ds is None:
+        raise DatasetNotFound(name, version)
+    return ds
+
+
+def _tier_row(session: Any, app: App, name: str) -> Tier:
+    app.config.tier(name)  # raises TierNotFound with the list of configured tiers
+    return session.scalars(select(Tier).where(Tier.name == name)).one()
+
+
+# ------------------------------------------------------------------------------------------ register
+
+
+@dataclass
+class RegisterResult:
+    label: str
+    tier: str
+    members: int
+    bytes: int
+    content_digest: str
+    adopted: bool
+    already_registered: bool = False
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _SourceFile:
+    path: str  # member path
+    size: int
+    key: str  # key in the source backend
+
+
+def _scan_local(source: Path) -> tuple[FileBackend, list[_SourceFile]]:
+    if not source.exists():
+        raise PathNotFound(str(source))
+    if source.is_file():
+        root = source.parent
+        files = [_SourceFile(source.name, source.stat().st_size, source.name)]
+    else:
+        root = source
+        files = []
+        for dirpath, dirnames, filenames in os.walk(source):
+            dirnames[:] = sorted(d for d in dirnames if d != MANIFEST_DIR)
+            for fn in sorted(filenames):
+                full = Path(dirpath) / fn
+                if not full.is_file():
+                    continue
+                rel = full.relative_to(source).as_posix()
+                files.append(_SourceFile(check_member_path(rel), full.stat().st_size, rel))
+    if not files:
+        raise UsageError(f"{source} holds no files to register")
+    return FileBackend(root, fsync=False), files
+
+
+def _hash_all(backend: Backend, files: list[_SourceFile], workers: int) -> dict[str, Digests]:
+    def one(f: _SourceFile) -> tuple[str, Digests]:
+        stream = backend.open_read(f.key)
+        try:
+            return f.path, hash_stream(stream, md5=False)
+        finally:
+            stream.close()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(pool.map(one, files))
+
+
+def register(
+    app: App,
+    source: str,
+    *,
+    name: str,
+    version: str,
+    kind: str = "dataset",
+    tier: str | None = None,
+    owner: str = "",
+    tags: dict[str, str] | None = None,
+    adopt: bool = False,
+    progress: Progress | None = None,
+) -> RegisterResult:
+    """Register ``source`` as ``name@version``.
+
+    A local directory or file is uploaded to ``tier`` (hashing on the way, verified at the destination).
+    With ``adopt``, an ``s3://`` or ``file://`` prefix already inside a configured tier is registered in
+    place: its objects are read and hashed, not copied. Registering the same name@version again is a
+    no-op when the content is identical and :class:`DatasetExists` otherwise.
+    """
+    check_name(name)
+    check_name(version, "version")
+    check_kind(kind)
+    tags = dict(tags or {})
+    started = app.now()
+    if adopt:
+        tier_name, rel_prefix = _tier_for_url(app, source)
+        if tier is not None and tier != tier_name:
+            raise UsageError(f"{source} is inside tier {tier_name!r}, not {tier!r}")
+        tier = tier_name
+        src_backend: Backend = app.backend(tier)
+        files = [
+            _SourceFile(check_member_path(info.key[len(rel_prefix):]), info.size, info.key)
+            for info in src_backend.list(rel_prefix)
+            if not info.key[len(rel_prefix):].startswith(MANIFEST_DIR + "/")
+        ]
+        if not files:
+            raise PathNotFound(source)
+    else:
+        if source.startswith(("s3://", "file://")):
+            raise UsageError(f"{source}: to register objects already on a tier in place, add --adopt")
+        if tier is None:
+            tier = app.config.tiers_by_rank()[0]
+        app.config.tier(tier)
+        src_backend, files = _scan_local(Path(source).expanduser())
+        rel_prefix = ""
+    workers = app.config.transfer.workers
+    digests = _hash_all(src_backend, files, workers)
+    content = content_digest((f.path, f.size, digests[f.path].xxh3) for f in files)
+    total = sum(f.size for f in files)
+    label = f"{name}@{version}"
+
+    now = app.now()
+    with app.catalog.session() as s:
+        tier_row = _tier_row(s, app, tier)
+        existing = s.scalars(select(Dataset).where(Dataset.name == name, Dataset.version == version)).first()
+        if existing is not None and existing.state != "registering":
+            if existing.content_digest == content:
+                return RegisterResult(label, existing.home_tier.name, existing.member_count, existing.size_bytes,
+                                      content, existing.adopted, already_registered=True)
+            raise DatasetExists(label)
+        if existing is None:
+            existing = Dataset(
+                name=name, version=version, kind=kind, owner=owner, tags=tags, home_tier_id=tier_row.id,
+                state="registering", created_at=now, home_since=now, adopted=adopt,
+                location_prefix=rel_prefix if adopt else "",
+            )
+            s.add(existing)
+        else:
+            existing.kind, existing.owner, existing.tags = kind, owner, tags
+            existing.home_tier_id, existing.adopted = tier_row.id, adopt
+            existing.location_prefix = rel_prefix if adopt else ""
+        s.flush()
+        dataset_id = existing.id
+
+    dst_backend = app.backend(tier)
+    prefix = rel_prefix if adopt else dataset_prefix(kind, name, version)
+    if not adopt:
+        if progress is not None:
+            progress.total_bytes, progress.total_objects = total, len(files)
+        copier = Copier(src_backend, dst_backend, workers=workers, verify=app.config.transfer.verify)
+        items = (
+            CopyItem(src_key=f.key, dst_key=prefix + f.path, size=f.size, expected_xxh3=digests[f.path].xxh3)
+            for f in files
+        )
+        failures = [r for r in copier.copy_many(items, progress=progress) if not r.ok]
+        if failures:
+            # the dataset stays "registering": running the same command again overwrites and finishes it
+            raise failures[0].error or TieringError("copy failed")
+    manifest = build_manifest(
+        name=name, version=version, kind=kind, owner=owner, tags=tags, tier=tier, written_at=app.now(),
+        members=[ManifestMember(f.path, f.size, digests[f.path].xxh3) for f in files],
+    )
+    dst_backend.put(manifest_key(prefix), io.BytesIO(manifest), size=len(manifest))
+
+    now = app.now()
+    with app.catalog.session() as s:
+        ds = s.get_one(Dataset, dataset_id)
+        member_rows = [
+            {"dataset_id": dataset_id, "path": f.path, "size": f.size, "xxh3": digests[f.path].xxh3}
+            for f in files
+        ]
+        s.execute(Member.__table__.insert(), member_rows)
+        ids = dict(s.execute(select(Member.path, Member.id).where(Member.dataset_id == dataset_id)).all())
+        s.execute(
+            Replica.__table__.insert(),
+            [
+                {"member_id": ids[f.path], "tier_id": ds.home_tier_id,
+                 "key": f.key if adopt else prefix + f.path, "state": ReplicaState.LIVE, "verified_at": now}
+                for f in files
+            ],
+        )
+        ds.state = "active"
+        ds.member_count = len(files)
+        ds.size_bytes = total
+        ds.content_digest = content
+        ds.home_since = now
+        s.add(AuditEntry(
+            at=now, actor=app.actor, action="adopt" if adopt else "register", dataset_id=dataset_id,
+            dataset_label=label, from_tier=None, to_tier=tier, bytes=total, result="ok",
+            detail={"members": len(files), "source": _safe_source(source)},
+        ))
+    seconds = (app.now() - started).total_seconds()
+    return RegisterResult(label, tier, len(files), total, content, adopt, seconds=seconds)
+
+
+def _safe_source(source: str) -> str:
+    """A source path or URL without any userinfo, for the audit log."""
+    parsed = urlparse(source)
+    if parsed.scheme and "@" in parsed.netloc:
+        return parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[1]).geturl()
+    return source
+
+
+def _tier_for_url(app: App, url: str) -> tuple[str, str]:
+    """(tier name, key prefix relative to the tier root) for an s3:// or file:// URL inside a tier."""
+    if not url.endswith("/"):
+        url += "/"
+    for name, tc in app.config.tiers.items():
+        base = tc.backend.rstrip("/") + "/"
+        if url.startswith(base):
+            return name, url[len(base):]
+    known = ", ".join(f"{n}={t.backend}" for n, t in app.config.tiers.items())
+    raise UsageError(f"{url} is not inside any configured tier ({known}); adopt works in place only")
+
+
+# ------------------------------------------------------------------------------------------ resolve
+
+
+@dataclass
+class Resolved:
+    label: str
+    tier: str
+    kind: str
+    url: str
+    endpoint: str = ""
+    bucket: str = ""
+    prefix: str = ""
+    path: str = ""
+    members: int = 0
+    bytes: int = 0
+
+
+def resolve(app: App, label: str, *, record: bool = True) -> Resolved:
+    """Where to read a dataset now; records one read (unless ``record`` is False)."""
+    with app.catalog.session() as s:
+        ds = find_dataset(s, label)
+        if ds.state == "registering":
+            raise UsageError(f"{ds.label} is still being registered; run the same `tiering register` again")
+        tier = ds.home_tier.name
+        prefix = ds.location_prefix or dataset_prefix(ds.kind, ds.name, ds.version)
+        if record:
+            record_read(s, ds.id, app.now())
+        out = Resolved(ds.label, tier, ds.kind, "", members=ds.member_count, bytes=ds.size_bytes)
+    loc: Location = app.backend(tier).locate(prefix)
+    out.url, out.endpoint, out.bucket = loc.url, loc.endpoint, loc.bucket
+    out.prefix, out.path = loc.key, loc.path
+    return out
+
+
+# ------------------------------------------------------------------------------------------ move
+
+
+def move(
+    app: App,
+    label: str,
+    *,
+    to: str,
+    reason: str = "manual",
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> JobOutcome:
+    """Move a dataset's home to tier ``to`` with the full copy-verify-commit-delete protocol."""
+    app.config.tier(to)
+    with app.catalog.session() as s:
+        ds = find_dataset(s, label)
+        dataset_id, src = ds.id, ds.home_tier.name
+        label = ds.label
+        if src == to:
+            raise UsageError(f"{label} is already on tier {to}")
+        if ds.state == "registering":
+            raise UsageError(f"{label} is still being registered")
+        if dry_run:
+            return JobOutcome(0, label, src, to, "dry-run", ds.member_count, ds.size_bytes)
+    executor = Executor(app)
+    job_id = executor.create_job(dataset_id, to, reason=reason)
+    return executor.run_job(job_id, progress=progress, stop=stop)
+
+
+def resume(app: App, *, progress: Progress | None = None) -> list[JobOutcome]:
+    """Drive every unfinished move job to its end (after a crash or an interruption)."""
+    return Executor(app).resume_all(progress=progress)
+
+
+# ------------------------------------------------------------------------------------------ verify
+
+
+@dataclass
+class VerifyProblem:
+    path: str
+    tier: str
+    key: str
+    problem: str  # missing | size_mismatch | checksum_mismatch | error
+    detail: str = ""
+
+
+@dataclass
+class VerifyReport:
+    label: str
+    replicas_checked: int = 0
+    bytes_read: int = 0
+    problems: list[VerifyProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(app: App, label: str, *, tier: str | None = None, progress: Progress | None = None) -> VerifyReport:
+    """Re-read every trusted replica of a dataset (or only those on ``tier``) and compare with the catalog."""
+    with app.catalog.session() as s:
+        ds = find_dataset(s, label)
+        stmt = (
+            select(Member.path, Member.size, Member.xxh3, Tier.name, Replica.key, Replica.shard_offset)
+            .join(Replica, Replica.member_id == Member.id)
+            .join(Tier, Tier.id == Replica.tier_id)
+            .where(Member.dataset_id == ds.id, Replica.state.in_([str(x) for x in TRUSTED_REPLICA_STATES]))
+            .order_by(Tier.rank, Member.path)
+        )
+        if tier is not None:
+            _tier_row(s, app, tier)
+            stmt = stmt.where(Tier.name == tier)
+        rows = s.execute(stmt).all()
+        report = VerifyReport(ds.label)
+    if progress is not None:
+        progress.total_bytes = sum(r[1] for r in rows)
+        progress.total_objects = len(rows)
+
+    def check(row: Any) -> tuple[VerifyProblem | None, int]:
+        path, size, xxh3, tier_name, key, offset = row
+        backend = app.backend(tier_name)
+        try:
+            stream = backend.open_read(key, offset=offset or 0, length=size if offset is not None else None)
+            try:
+                digests = Digests()
+                while True:
+                    chunk = stream.read(CHUNK_SIZE)
+                    if not chunk:
+                        break
+                    digests.update(chunk)
+            finally:
+                stream.close()
+        except TieringError as exc:
+            kind = "missing" if exc.reason == "object_not_found" else "error"
+            return VerifyProblem(path, tier_name, key, kind, str(exc)), 0
+        if digests.size != size:
+            return VerifyProblem(path, tier_name, key, "size_mismatch", f"{digests.size} != {size} bytes"), digests.size
+        if digests.xxh3 != xxh3:
+            return VerifyProblem(path, tier_name, key, "checksum_mismatch", f"{digests.xxh3} != {xxh3}"), size
+        return None, size
+
+    with ThreadPoolExecutor(max_workers=app.config.transfer.workers) as pool:
+        for row, (problem, nbytes) in zip(rows, pool.map(check, rows), strict=True):
+            report.replicas_checked += 1
+            report.bytes_read += nbytes
+            if progress is not None:
+                progress.add(row[1], failed=problem is not None)
+            if problem is not None:
+                report.problems.append(problem)
+    now = app.now()
+    with app.catalog.session() as s:
+        ds = find_dataset(s, report.label)
+        s.add(AuditEntry(
+            at=now, actor=app.actor, action="verify", dataset_id=ds.id, dataset_label=ds.label,
+            from_tier=tier, to_tier=None, bytes=report.bytes_read, result="ok" if report.ok else "failed",
+            detail={"replicas": report.replicas_checked, "problems": [asdict(p) for p in report.problems[:50]]},
+        ))
+    return report
+
+
+# ------------------------------------------------------------------------------------------ listing
+
+
+@dataclass
+class TierUsage:
+    name: str
+    rank: int
+    backend: str
+    archive: str
+    capacity_bytes: int | None
+    used_bytes: int
+    datasets: int
+    cost_per_tib_month: float
+
+    @property
+    def free_bytes(self) -> int | None:
+        return None if self.capacity_bytes is None else max(0, self.capacity_bytes - self.used_bytes)
+
+    @property
+    def cost_per_month(self) -> float:
+        return self.used_bytes / 2**40 * self.cost_per_tib_month
+
+
+def tier_usage(app: App) -> list[TierUsage]:
+    """Per configured tier: bytes held by trusted replicas, datasets homed there, capacity, cost."""
+    with app.catalog.session() as s:
+        used = dict(
+            s.execute(
+                select(Replica.tier_id, func.coalesce(func.sum(Member.size), 0))
+                .join(Member, Member.id == Replica.member_id)
+                .where(Replica.state.in_([str(x) for x in (*TRUSTED_REPLICA_STATES, ReplicaState.COPYING)]))
+                .group_by(Replica.tier_id)
+            ).all()
+        )
+        homed = dict(
+            s.execute(
+                select(Dataset.home_tier_id, func.count(Dataset.id))
+                .where(Dataset.state != "deleted")
+                .group_by(Dataset.home_tier_id)
+            ).all()
+        )
+        tiers = {t.name: t for t in s.scalars(select(Tier))}
+    out = []
+    for name in app.config.tiers_by_rank():
+        t = tiers[name]
+        tc = app.config.tiers[name]
+        out.append(TierUsage(
+            name, tc.rank, tc.backend, tc.archive or "", tc.capacity, int(used.get(t.id, 0)),
+            int(homed.get(t.id, 0)), tc.cost_per_tib_month,
+        ))
+    return out
+
+
+@dataclass
+class DatasetRow:
+    label: str
+    name: str
+    version: str
+    kind: str
+    owner: str
+    tier: str
+    state: str
+    members: int
+    bytes: int
+    tags: dict[str, str]
+    created_at: str
+    last_access_at: str | None
+
+
+def list_datasets(
+    app: App, *, tier: str | None = None, kind: str | None = None, name: str | None = None
+) -> list[DatasetRow]:
+    with app.catalog.session() as s:
+        stmt = (
+            select(Dataset).join(Tier, Tier.id == Dataset.home_tier_id)
+            .where(Dataset.state != "deleted").order_by(Dataset.name, Dataset.version)
+        )
+        if tier is not None:
+            _tier_row(s, app, tier)
+            stmt = stmt.where(Tier.name == tier)
+        if kind is not None:
+            stmt = stmt.where(Dataset.kind == check_kind(kind))
+        if name is not None:
+            stmt = stmt.where(Dataset.name == name)
+        return [
+            DatasetRow(
+                d.label, d.name, d.version, d.kind, d.owner, d.home_tier.name, d.state, d.member_count,
+                d.size_bytes, dict(d.tags), d.created_at.isoformat(),
+                d.last_access_at.isoformat() if d.last_access_at else None,
+            )
+            for d in s.scalars(stmt)
+        ]
+
+
+@dataclass
+class DatasetDetail:
+    dataset: DatasetRow
+    content_digest: str
+    adopted: bool
+    replicas: dict[str, dict[str, int]]  # tier -> state -> count
+    members: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    reads_30d: int
+    jobs: list[dict[str, Any]]
+
+
+def show(app: App, label: str, *, member_limit: int = 20) -> DatasetDetail:
+    with app.catalog.session() as s:
+        d = find_dataset(s, label)
+        row = DatasetRow(
+            d.label, d.name, d.version, d.kind, d.owner, d.home_tier.name, d.state, d.member_count,
+            d.size_bytes, dict(d.tags), d.created_at.isoformat(),
+            d.last_access_at.isoformat() if d.last_access_at else None,
+        )
+        replicas: dict[str, dict[str, int]] = {}
+        for tier_name, state, n in s.execute(
+            select(Tier.name, Replica.state, func.count(Replica.id))
+            .join(Replica, Replica.tier_id == Tier.id)
+            .join(Member, Member.id == Replica.member_id)
+            .where(Member.dataset_id == d.id)
+            .group_by(Tier.name, Replica.state)
+        ):
+            replicas.setdefault(tier_name, {})[state] = n
+        members = [
+            {"path": m.path, "size": m.size, "xxh3_128": m.xxh3}
+            for m in s.scalars(select(Member).where(Member.dataset_id == d.id).order_by(Member.path).limit(member_limit))
+        ]
+        history = [
+            {"at": a.at.isoformat(), "actor": a.actor, "action": a.action, "from": a.from_tier, "to": a.to_tier,
+             "bytes": a.bytes, "result": a.result}
+            for a in s.scalars(select(AuditEntry).where(AuditEntry.dataset_id == d.id).order_by(AuditEntry.id))
+        ]
+        from tiering.catalog.models import AccessDaily
+
+        since = (app.now() - dt.timedelta(days=30)).date()
+        reads = s.scalar(
+            select(func.coalesce(func.sum(AccessDaily.reads), 0)).where(
+                AccessDaily.dataset_id == d.id, AccessDaily.day > since
+            )
+        )
+        jobs = [
+            {"id": j.id, "state": j.state, "purpose": j.purpose, "reason": j.reason, "error": j.last_error,
+             "created_at": j.created_at.isoformat()}
+            for j in s.scalars(select(MoveJob).where(MoveJob.dataset_id == d.id).order_by(MoveJob.id))
+        ]
+        return DatasetDetail(row, d.content_digest, d.adopted, replicas, members, history, int(reads or 0), jobs)
+
+
+def read_member(app: App, label: str, path: str, out: io.RawIOBase | Any) -> int:
+    """Copy one member's bytes (from its home tier) to ``out`` and verify them. Returns bytes written."""
+    from tiering.errors import CorruptedCopy
+
+    with app.catalog.session() as s:
+        ds = find_dataset(s, label)
+        m = s.scalars(select(Member).where(Member.dataset_id == ds.id, Member.path == path)).first()
+        if m is None:
+            raise PathNotFound(f"{ds.label}:{path}")
+        rep = s.scalars(
+            select(Replica).join(Tier, Tier.id == Replica.tier_id)
+            .where(Replica.member_id == m.id, Replica.state.in_([str(x) for x in TRUSTED_REPLICA_STATES]))
+            .order_by(Tier.rank)
+        ).first()
+        if rep is None:
+            raise PathNotFound(f"{ds.label}:{path} has no readable copy")
+        tier_name, key, offset, size, expected = rep.tier.name, rep.key, rep.shard_offset, m.size, m.xxh3
+        record_read(s, ds.id, app.now())
+    stream = app.backend(tier_name).open_read(key, offset=offset or 0, length=size if offset is not None else None)
+    digests = Digests()
+    try:
+        while True:
+            chunk = stream.read(CHUNK_SIZE)
+            if not chunk:
+                break
+            digests.update(chunk)
+            out.write(chunk)
+    finally:
+        stream.close()
+    if digests.xxh3 != expected:
+        raise CorruptedCopy(f"{tier_name}:{key}", "reader", expected, digests.xxh3)
+    return digests.size
+
+
+def iter_labels(app: App) -> Iterable[str]:
+    return (r.label for r in list_datasets(app))

@@ -1,0 +1,1 @@
+"""Policies: the policy file model (:mod:`.model`) and the pure planner (:mod:`.planner`)."""
