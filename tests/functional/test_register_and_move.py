@@ -1,0 +1,223 @@
+"""Registration and moves over file and memory backends with a SQLite catalog."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import check_invariant, make_tree, open_app, workspace_config
+from sqlalchemy import select
+
+from tiering import jobs
+from tiering.app import App
+from tiering.backends import FaultyBackend
+from tiering.backends.base import Backend
+from tiering.catalog.models import AuditEntry, MoveJob, MoveStep, Replica
+from tiering.errors import (
+    DatasetExists,
+    DatasetNotFound,
+    InvalidName,
+    MoveInProgress,
+    PathNotFound,
+    TierNotFound,
+    UsageError,
+)
+from tiering.hashing import xxh3_bytes
+from tiering.layout import manifest_key
+
+
+@pytest.fixture(params=["file", "memory"])
+def app(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    tiers = None
+    if request.param == "memory":
+        run = uuid.uuid4().hex[:8]
+        tiers = {n: {"rank": r, "backend": f"memory://{run}-{n}"} for r, n in enumerate(("hot", "warm", "cold"))}
+    a = open_app(workspace_config(tmp_path, tiers=tiers))
+    yield a
+    a.close()
+
+
+def read_all(backend: Backend, key: str) -> bytes:
+    stream = backend.open_read(key)
+    try:
+        return stream.read()
+    finally:
+        stream.close()
+
+
+def test_register_uploads_every_file_with_its_digest_and_a_manifest(app: App, tmp_path: Path) -> None:
+    files = make_tree(tmp_path / "src", 25, seed=1)
+    result = jobs.register(app, str(tmp_path / "src"), name="imagenet-mini", version="2024-01", tier="hot")
+    assert (result.members, result.bytes) == (25, sum(len(b) for b in files.values()))
+    hot = app.backend("hot")
+    for rel, data in files.items():
+        key = f"dataset/imagenet-mini/2024-01/{rel}"
+        assert read_all(hot, key) == data
+        assert hot.head(key).metadata["xxh3-128"] == xxh3_bytes(data)
+    manifest = json.loads(read_all(hot, manifest_key("dataset/imagenet-mini/2024-01/")))
+    assert manifest["member_count"] == 25
+    assert {m["path"]: m["xxh3_128"] for m in manifest["members"]} == {r: xxh3_bytes(d) for r, d in files.items()}
+    assert check_invariant(app).problems == []
+
+
+def test_registering_identical_content_again_is_a_no_op_and_different_content_is_refused(
+    app: App, tmp_path: Path
+) -> None:
+    make_tree(tmp_path / "src", 5, seed=2)
+    jobs.register(app, str(tmp_path / "src"), name="d", version="1")
+    again = jobs.register(app, str(tmp_path / "src"), name="d", version="1")
+    assert again.already_registered
+    (tmp_path / "src" / "f0000.bin").write_bytes(b"changed")
+    with pytest.raises(DatasetExists):
+        jobs.register(app, str(tmp_path / "src"), name="d", version="1")
+    assert len(jobs.list_datasets(app)) == 1
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "x..y", "", ".hidden", "with space"])
+def test_names_with_slashes_dots_or_spaces_are_refused(app: App, tmp_path: Path, name: str) -> None:
+    make_tree(tmp_path / "src", 1)
+    with pytest.raises(InvalidName):
+        jobs.register(app, str(tmp_path / "src"), name=name, version="1")
+    assert jobs.list_datasets(app) == []
+
+
+def test_missing_path_and_unknown_tier_change_nothing(app: App, tmp_path: Path) -> None:
+    with pytest.raises(PathNotFound):
+        jobs.register(app, str(tmp_path / "nope"), name="d", version="1")
+    make_tree(tmp_path / "src", 1)
+    with pytest.raises(TierNotFound):
+        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="lukewarm")
+    assert jobs.list_datasets(app) == []
+
+
+def test_move_copies_verifies_commits_then_deletes_the_source(app: App, tmp_path: Path) -> None:
+    files = make_tree(tmp_path / "src", 30, seed=3)
+    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    outcome = jobs.move(app, "d@1", to="warm")
+    assert outcome.state == "done"
+    assert jobs.resolve(app, "d@1").tier == "warm"
+    hot, warm = app.backend("hot"), app.backend("warm")
+    assert [i.key for i in hot.list("dataset/")] == []
+    for rel, data in files.items():
+        assert read_all(warm, f"dataset/d/1/{rel}") == data
+    with app.catalog.session() as s:
+        states = set(s.scalars(select(MoveStep.state)))
+        actions = [a.action for a in s.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+    assert states == {"source_deleted"}
+    assert actions == ["register", "move"]
+    assert check_invariant(app).problems == []
+
+
+def test_move_to_the_same_tier_or_an_unknown_tier_is_refused(app: App, tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", 2)
+    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    with pytest.raises(UsageError):
+        jobs.move(app, "d", to="hot")
+    with pytest.raises(TierNotFound):
+        jobs.move(app, "d", to="tepid")
+    with pytest.raises(DatasetNotFound):
+        jobs.move(app, "nope", to="warm")
+
+
+def test_a_destination_that_corrupts_bytes_fails_with_checksum_mismatch_and_keeps_the_source(
+    tmp_path: Path,
+) -> None:
+    files = make_tree(tmp_path / "src", 6, seed=4, min_size=10)
+
+    def corrupt_warm(tier: str, backend: Backend) -> Backend:
+        return FaultyBackend(backend, corrupt_writes=True) if tier == "warm" else backend
+
+    app = open_app(workspace_config(tmp_path), backend_wrapper=corrupt_warm)
+    try:
+        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        outcome = jobs.move(app, "d@1", to="warm")
+        assert outcome.state == "failed"
+        assert "checksum_mismatch" in (outcome.error or "")
+        with app.catalog.session() as s:
+            step_errors = [e for e in s.scalars(select(MoveStep.last_error)) if e]
+            warm_replicas = s.scalars(select(Replica).where(Replica.tier_id == 2)).all()
+            job_state = s.scalars(select(MoveJob.state)).one()
+        assert step_errors and all(e.startswith("checksum_mismatch") for e in step_errors)
+        assert warm_replicas == []
+        assert job_state == "failed"
+        assert [i.key for i in app.backend("warm").list("dataset/")] == []
+        for rel, data in files.items():
+            assert read_all(app.backend("hot"), f"dataset/d/1/{rel}") == data
+        assert jobs.resolve(app, "d").tier == "hot"
+        assert check_invariant(app).problems == []
+    finally:
+        app.close()
+
+
+def test_a_source_changed_behind_the_catalog_fails_the_move_with_source_changed(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", 4, seed=5, min_size=10)
+    app = open_app(workspace_config(tmp_path))
+    try:
+        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        victim = tmp_path / "tiers/hot/dataset/d/1/f0000.bin"
+        victim.write_bytes(b"tampered" + victim.read_bytes()[8:])
+        outcome = jobs.move(app, "d@1", to="warm")
+        assert outcome.state == "failed"
+        assert "source_changed" in (outcome.error or "")
+        assert jobs.resolve(app, "d").tier == "hot"
+        assert [i.key for i in app.backend("warm").list("dataset/")] == []
+    finally:
+        app.close()
+
+
+def test_verify_finds_a_corrupted_replica_and_names_it(app: App, tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", 5, seed=6, min_size=10)
+    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    assert jobs.verify(app, "d").ok
+    hot = app.backend("hot")
+    key = "dataset/d/1/f0002.bin"
+    data = read_all(hot, key)
+    import io
+
+    hot.put(key, io.BytesIO(bytes([data[0] ^ 0xFF]) + data[1:]), size=len(data))
+    report = jobs.verify(app, "d")
+    assert not report.ok
+    assert [(p.problem, p.path) for p in report.problems] == [("checksum_mismatch", "f0002.bin")]
+
+
+def test_a_second_move_while_one_is_unfinished_is_refused(app: App, tmp_path: Path) -> None:
+    from tiering.executor import Executor
+
+    make_tree(tmp_path / "src", 3)
+    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    ex = Executor(app)
+    with app.catalog.session() as s:
+        ds_id = jobs.find_dataset(s, "d").id
+    job = ex.create_job(ds_id, "warm")
+    with pytest.raises(MoveInProgress):
+        ex.create_job(ds_id, "cold")
+    outcomes = jobs.resume(app)
+    assert [(o.job_id, o.state) for o in outcomes] == [(job, "done")]
+    assert check_invariant(app).problems == []
+
+
+def test_adopt_registers_files_in_place_without_copying(tmp_path: Path) -> None:
+    app = open_app(workspace_config(tmp_path))
+    try:
+        files = make_tree(tmp_path / "tiers/warm/models/fraud/v3", 4, seed=7)
+        url = (tmp_path / "tiers/warm/models/fraud/v3").as_uri() + "/"
+        r = jobs.register(app, url, name="fraud", version="v3", kind="model", adopt=True)
+        assert (r.tier, r.members, r.adopted) == ("warm", 4, True)
+        assert jobs.resolve(app, "fraud").path.endswith("models/fraud/v3")
+        assert jobs.verify(app, "fraud").ok
+        jobs.move(app, "fraud@v3", to="hot")
+        hot = app.backend("hot")
+        for rel, data in files.items():
+            assert read_all(hot, f"model/fraud/v3/{rel}") == data
+        assert not (tmp_path / "tiers/warm/models/fraud/v3" / "f0000.bin").exists()
+        assert check_invariant(app).problems == []
+    finally:
+        app.close()
+
+
+def test_adopting_a_url_outside_every_tier_is_refused(app: App, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="not inside any configured tier"):
+        jobs.register(app, "file:///somewhere/else/", name="x", version="1", adopt=True)

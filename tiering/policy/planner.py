@@ -1,0 +1,1149 @@
+"""Pure planning: which datasets move where in this run, and why every other one stays.
+
+:func:`plan_moves` takes facts and returns a :class:`Plan`. It reads no database, no clock and no file, and
+its answer depends only on its arguments (iteration order of ``datasets`` included only through ties that
+are broken by dataset id): the same facts give the same plan. All datetimes are timezone-aware; sizes are
+bytes; day counts are whole days (``(now - t).days``), as cloud lifecycle rules count them.
+
+How a plan is made, in this order:
+
+1. **Each dataset once.** A dataset that is ``busy`` (an unfinished move or restore) is never planned. One on
+   an archive tier is never moved out: leaving the archive is a restore (``tiering restore``), not a policy
+   move. Otherwise the rules whose ``from`` is its home tier are tried in file order; the first whose
+   ``when`` holds and none of whose ``unless`` blocks holds is *the* rule for it (later rules are not tried,
+   even if the first one is then blocked). A matched move is blocked by:
+
+   * **minimum residency** of the home tier: nothing leaves a tier before ``home_since + min_residency_days``;
+   * **pins**: a pin is a floor: while active (``now < until``) the dataset may not go to a tier colder (higher
+     rank) than the pin's tier. Pins do not promote: a dataset below its pin is reported, not moved.
+
+2. **Watermark relief**, hottest tier first. A tier that has watermarks in the policy and a capacity in its
+   facts, and whose projected usage is above ``high_watermark * capacity``, demotes datasets until its
+   projected usage is below ``low_watermark * capacity``: first the datasets a demotion rule already selected
+   (coldest first), then the coldest of the rest (lowest heat, then oldest last read, never-read first, then
+   id) to the next colder tier. Residency and pins apply. A relief move only needs room under the
+   destination's capacity: a colder tier pushed above its own high mark is relieved in turn, later in the loop.
+
+3. **Rule demotions**, coldest first (lowest heat, oldest last read, id).
+
+4. **Rule promotions**, hottest first (highest heat, latest read, id). A promotion never takes its destination
+   above the destination's high watermark.
+
+Every move needs room under the destination's capacity. A tier relieved in step 2 accepts moves in steps 3
+and 4 only up to its *low* mark, so the plan does not refill what it just emptied.
+
+**Budget** (``max_bytes``, ``max_datasets``) caps the whole plan and is spent in the order above: watermark
+relief, then demotions, then promotions. A move that does not fit goes to :attr:`Plan.skipped_for_budget`;
+later, smaller moves may still fit. The **window** is only reported (:attr:`Plan.window_open`): the planner
+plans at any hour and the executor decides whether to run.
+
+Scale: one pass over the datasets, rules evaluated per dataset, one sort per phase over its candidates.
+Decisions for the datasets that simply stay (no rule matched, archived) are not built during planning; they
+are derived on demand from the retained facts when :attr:`Plan.decisions` is read (``tiering why``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from enum import StrEnum
+from fnmatch import fnmatchcase
+from typing import Any, Protocol
+
+from tiering.config import format_size
+from tiering.errors import PolicyError, TierNotFound
+from tiering.policy.model import Comparison, Criteria, Policy, Rule
+
+# --- inputs ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """Keep a dataset on ``tier`` or a hotter one while ``now < until`` (``until=None``: no end date)."""
+
+    tier: str
+    until: datetime | None
+    reason: str = ""
+
+    def is_active(self, now: datetime) -> bool:
+        return self.until is None or now < self.until
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetFacts:
+    """What the planner knows of one dataset version. Datetimes are timezone-aware (UTC)."""
+
+    id: int
+    name: str
+    version: str
+    kind: str
+    owner: str
+    home_tier: str
+    size_bytes: int
+    created_at: datetime
+    #: when the dataset arrived on its current home tier (starts the minimum residency)
+    home_since: datetime
+    tags: Mapping[str, str] = field(default_factory=dict)
+    last_access_at: datetime | None = None
+    #: window length in days -> reads in that window; must hold every window of ``Policy.read_windows()``
+    reads: Mapping[int, int] = field(default_factory=dict)
+    #: exponentially decayed read count (see :func:`heat`)
+    heat: float = 0.0
+    pins: Sequence[Pin] = ()
+    #: an unfinished move or restore exists: never planned
+    busy: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class TierFacts:
+    """A configured tier and its current usage (bytes). ``rank`` 0 is the hottest."""
+
+    name: str
+    rank: int
+    capacity_bytes: int | None
+    used_bytes: int
+    #: an archive tier (tape): datasets never leave it by policy
+    archive: bool = False
+
+
+# --- outputs -----------------------------------------------------------------------------------------------
+
+
+class MoveCause(StrEnum):
+    """Why a move is in the plan; also its budget priority (this order)."""
+
+    WATERMARK = "watermark"
+    DEMOTION = "demotion"
+    PROMOTION = "promotion"
+
+
+#: ``Move.rule`` of a watermark move that no rule selected
+WATERMARK_RULE = "watermark"
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One dataset to move. ``reason`` is a sentence with the numbers that made the decision."""
+
+    dataset_id: int
+    label: str
+    from_tier: str
+    to_tier: str
+    size_bytes: int
+    #: the rule's name, or :data:`WATERMARK_RULE` for a watermark move no rule selected
+    rule: str
+    reason: str
+    cause: MoveCause
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset_id": self.dataset_id, "label": self.label, "from": self.from_tier, "to": self.to_tier,
+            "bytes": self.size_bytes, "rule": self.rule, "cause": str(self.cause), "reason": self.reason,
+        }
+
+
+class Outcome(StrEnum):
+    """What the plan decided for one dataset."""
+
+    MOVE = "move"
+    NO_RULE = "no_rule"
+    PINNED = "pinned"
+    RESIDENCY = "residency"
+    BUDGET = "budget"
+    WATERMARK = "watermark"
+    DESTINATION_FULL = "destination_full"
+    ARCHIVED = "archived"
+    BUSY = "busy"
+
+
+_OUTCOME_HEADLINE = {
+    Outcome.NO_RULE: "no rule matched",
+    Outcome.PINNED: "blocked by a pin",
+    Outcome.RESIDENCY: "blocked by minimum residency",
+    Outcome.BUDGET: "skipped: the run's budget is spent",
+    Outcome.WATERMARK: "blocked by the destination's watermark",
+    Outcome.DESTINATION_FULL: "blocked: the destination is full",
+    Outcome.ARCHIVED: "on an archive tier, never left automatically",
+    Outcome.BUSY: "a move or restore of it is unfinished",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The plan's answer for one dataset, for ``tiering why``."""
+
+    dataset_id: int
+    label: str
+    tier: str
+    outcome: Outcome
+    #: one sentence: the move's reason, or what blocked it, with the numbers seen
+    detail: str
+    #: the rule that matched (or would have moved it); ``"watermark"`` for relief; None when none
+    rule: str | None = None
+    #: where the rule or the watermark wanted it
+    to_tier: str | None = None
+    #: when the blocker lifts (residency end, pin end, or when time-based criteria will hold); None: no date
+    eligible_at: datetime | None = None
+    #: True when ``eligible_at`` assumes the dataset is not read again until then
+    eligible_if_unread: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset_id": self.dataset_id, "label": self.label, "tier": self.tier, "outcome": str(self.outcome),
+            "detail": self.detail, "rule": self.rule, "to": self.to_tier,
+            "eligible_at": _iso(self.eligible_at), "eligible_if_unread": self.eligible_if_unread,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TierProjection:
+    """A tier's usage before and after the plan (bytes), and what the plan moves in and out of it."""
+
+    name: str
+    rank: int
+    archive: bool
+    capacity_bytes: int | None
+    used_bytes_before: int
+    used_bytes_after: int
+    bytes_in: int
+    bytes_out: int
+    moves_in: int
+    moves_out: int
+    high_watermark: float | None
+    low_watermark: float | None
+
+    @property
+    def fraction_before(self) -> float | None:
+        return None if not self.capacity_bytes else self.used_bytes_before / self.capacity_bytes
+
+    @property
+    def fraction_after(self) -> float | None:
+        return None if not self.capacity_bytes else self.used_bytes_after / self.capacity_bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "rank": self.rank, "archive": self.archive, "capacity_bytes": self.capacity_bytes,
+            "used_bytes_before": self.used_bytes_before, "used_bytes_after": self.used_bytes_after,
+            "fraction_before": self.fraction_before, "fraction_after": self.fraction_after,
+            "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+            "moves_in": self.moves_in, "moves_out": self.moves_out,
+            "high_watermark": self.high_watermark, "low_watermark": self.low_watermark,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a policy run wants to do. Pure data; :meth:`to_json` gives plain dicts."""
+
+    now: datetime
+    policy_source: str
+    #: in budget priority order: watermark relief, demotions, promotions
+    moves: tuple[Move, ...]
+    #: moves the budget did not admit, in the same order
+    skipped_for_budget: tuple[Move, ...]
+    #: every tier, hottest first
+    tiers: tuple[TierProjection, ...]
+    max_bytes: int | None
+    max_datasets: int | None
+    #: the policy's daily window (``"02:00-06:00"``), None when it sets none
+    window: str | None
+    #: whether ``now`` falls in the window (True when there is none)
+    window_open: bool
+    #: every dataset's decision, derived on first read for those that stay where they are
+    decisions: Decisions
+    outcome_counts: Mapping[Outcome, int]
+    #: plan-wide remarks (watermarks ignored, relief incomplete, ...)
+    notes: tuple[str, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(m.size_bytes for m in self.moves)
+
+    def tier(self, name: str) -> TierProjection:
+        for projection in self.tiers:
+            if projection.name == name:
+                return projection
+        raise TierNotFound(name, [t.name for t in self.tiers])
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain dicts, lists, numbers and strings (``json.dumps``-able). Datetimes are ISO 8601 UTC."""
+        return {
+            "now": _iso(self.now),
+            "policy": self.policy_source,
+            "window": {"spec": self.window, "open": self.window_open},
+            "budget": {
+                "max_bytes": self.max_bytes, "max_datasets": self.max_datasets,
+                "planned_bytes": self.total_bytes, "planned_datasets": len(self.moves),
+            },
+            "moves": [m.to_json() for m in self.moves],
+            "skipped_for_budget": [m.to_json() for m in self.skipped_for_budget],
+            "tiers": [t.to_json() for t in self.tiers],
+            "outcomes": {str(k): v for k, v in self.outcome_counts.items() if v},
+            "blocked": [d.to_json() for d in self.decisions.recorded()],
+            "notes": list(self.notes),
+        }
+
+
+# --- heat --------------------------------------------------------------------------------------------------
+
+
+def heat(reads_by_day: Mapping[date, int], now: datetime, half_life_days: float) -> float:
+    """Exponentially decayed read count at ``now``.
+
+    A read of day ``d`` (UTC day) weighs ``0.5 ** (age / half_life_days)`` with ``age`` the whole days from
+    ``d`` to ``now``'s UTC day (today's reads weigh 1, reads dated after today also weigh 1).
+    """
+    _require_aware(now, "now")
+    if half_life_days <= 0:
+        raise ValueError(f"half_life_days must be positive, got {half_life_days}")
+    today = now.astimezone(UTC).date()
+    total = 0.0
+    for day, count in reads_by_day.items():
+        age_days = max(0, (today - day).days)
+        total += count * 0.5 ** (age_days / half_life_days)
+    return total
+
+
+# --- criteria evaluation -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Subject:
+    """A dataset as the criteria see it at ``now``."""
+
+    facts: DatasetFacts
+    age_days: int
+    idle_days: int
+
+
+def _subject(facts: DatasetFacts, now: datetime) -> _Subject:
+    age_days = (now - facts.created_at).days
+    last = facts.last_access_at
+    return _Subject(facts, age_days, age_days if last is None else (now - last).days)
+
+
+class _Check(Protocol):
+    criterion: str
+
+    def holds(self, subject: _Subject) -> bool: ...
+
+    def describe(self, subject: _Subject) -> str: ...
+
+    def observed(self, subject: _Subject) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _ComparisonCheck:
+    criterion: str
+    value_of: Callable[[_Subject], float]
+    comparison: Comparison
+    show: Callable[[float], str]
+
+    def holds(self, subject: _Subject) -> bool:
+        return self.comparison.holds(self.value_of(subject))
+
+    def observed(self, subject: _Subject) -> str:
+        return self.show(self.value_of(subject))
+
+    def describe(self, subject: _Subject) -> str:
+        value = self.value_of(subject)
+        joint = " " if self.comparison.holds(value) else ", not "
+        return f"{self.show(value)}{joint}{self.comparison}"
+
+
+@dataclass(frozen=True, slots=True)
+class _MemberCheck:
+    criterion: str
+    value_of: Callable[[_Subject], str | None]
+    allowed: tuple[str, ...]
+    noun: str
+
+    def holds(self, subject: _Subject) -> bool:
+        return self.value_of(subject) in self.allowed
+
+    def observed(self, subject: _Subject) -> str:
+        value = self.value_of(subject)
+        return f"{self.noun}{'(none)' if value is None else value}"
+
+    def describe(self, subject: _Subject) -> str:
+        if self.holds(subject):
+            return self.observed(subject)
+        wanted = self.allowed[0] if len(self.allowed) == 1 else f"one of {', '.join(self.allowed)}"
+        return f"{self.observed(subject)}, not {wanted}"
+
+
+@dataclass(frozen=True, slots=True)
+class _NameGlobCheck:
+    criterion: str
+    globs: tuple[str, ...]
+
+    def holds(self, subject: _Subject) -> bool:
+        name = subject.facts.name
+        return any(fnmatchcase(name, glob) for glob in self.globs)
+
+    def observed(self, subject: _Subject) -> str:
+        return f"name {subject.facts.name}"
+
+    def describe(self, subject: _Subject) -> str:
+        verb = "matches" if self.holds(subject) else "does not match"
+        return f"name {subject.facts.name} {verb} {' or '.join(self.globs)}"
+
+
+def _reads_of(window_days: int) -> Callable[[_Subject], float]:
+    def value_of(subject: _Subject) -> float:
+        try:
+            return subject.facts.reads[window_days]
+        except KeyError:
+            raise ValueError(
+                f"facts of {subject.facts.label} have no reads for the {window_days}-day window; "
+                "gather every window of Policy.read_windows()"
+            ) from None
+
+    return value_of
+
+
+def _age_days(subject: _Subject) -> float:
+    return subject.age_days
+
+
+def _idle_days(subject: _Subject) -> float:
+    return subject.idle_days
+
+
+def _heat_of(subject: _Subject) -> float:
+    return subject.facts.heat
+
+
+def _size_of(subject: _Subject) -> float:
+    return subject.facts.size_bytes
+
+
+def _kind_of(subject: _Subject) -> str | None:
+    return subject.facts.kind
+
+
+def _owner_of(subject: _Subject) -> str | None:
+    return subject.facts.owner
+
+
+def _tag_of(key: str) -> Callable[[_Subject], str | None]:
+    def value_of(subject: _Subject) -> str | None:
+        return subject.facts.tags.get(key)
+
+    return value_of
+
+
+def _compile_criteria(criteria: Criteria) -> tuple[_Check, ...]:
+    """Checks in a fixed order (time, reads, heat, size, then labels), so reasons read the same every run."""
+    checks: list[_Check] = []
+    if criteria.age_days is not None:
+        checks.append(_ComparisonCheck("age_days", _age_days, criteria.age_days, lambda v: f"age {v:.0f} days"))
+    if criteria.idle_days is not None:
+        checks.append(_ComparisonCheck("idle_days", _idle_days, criteria.idle_days, lambda v: f"idle {v:.0f} days"))
+    for window_days in sorted(criteria.reads):
+        label = f"reads_{window_days}d"
+        checks.append(_ComparisonCheck(label, _reads_of(window_days), criteria.reads[window_days],
+                                       lambda v, label=label: f"{label} {v:.0f}"))  # type: ignore[misc]
+    if criteria.heat is not None:
+        checks.append(_ComparisonCheck("heat", _heat_of, criteria.heat, lambda v: f"heat {v:.2f}"))
+    if criteria.size is not None:
+        checks.append(_ComparisonCheck("size", _size_of, criteria.size, lambda v: f"size {format_size(v)}"))
+    if criteria.kind is not None:
+        checks.append(_MemberCheck("kind", _kind_of, (criteria.kind,), "kind "))
+    if criteria.owner is not None:
+        checks.append(_MemberCheck("owner", _owner_of, tuple(criteria.owner), "owner "))
+    if criteria.name is not None:
+        checks.append(_NameGlobCheck("name", tuple(criteria.name)))
+    for key, values in (criteria.tags or {}).items():
+        checks.append(_MemberCheck(f"tags.{key}", _tag_of(key), values, f"tag {key}="))
+    return tuple(checks)
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledRule:
+    rule: Rule
+    to_rank: int
+    is_demotion: bool
+    when: tuple[_Check, ...]
+    unless: tuple[tuple[_Check, ...], ...]
+
+    @property
+    def name(self) -> str:
+        return self.rule.name
+
+    @property
+    def to_tier(self) -> str:
+        return self.rule.move.to_tier
+
+    def matches(self, subject: _Subject) -> bool:
+        for check in self.when:
+            if not check.holds(subject):
+                return False
+        for block in self.unless:
+            if all(check.holds(subject) for check in block):
+                return False
+        return True
+
+    def reason(self, subject: _Subject) -> str:
+        """The ``when`` criteria with the values seen: ``idle 41 days >= 14 and reads_30d 0 < 3``."""
+        return " and ".join(check.describe(subject) for check in self.when)
+
+    def why_not(self, subject: _Subject) -> str | None:
+        """None when the rule matches; else the first failed criterion, or the ``unless`` block that held."""
+        for check in self.when:
+            if not check.holds(subject):
+                return check.describe(subject)
+        for block in self.unless:
+            if all(check.holds(subject) for check in block):
+                return "unless " + " and ".join(check.describe(subject) for check in block)
+        return None
+
+
+# --- policy against tiers ----------------------------------------------------------------------------------
+
+
+def check_policy_against_tiers(policy: Policy, tiers: Iterable[TierFacts]) -> None:
+    """Raise :class:`~tiering.errors.PolicyError` when the policy names a tier that is not configured, or has
+    a rule that moves datasets out of an archive tier (that is a restore, never a policy move)."""
+    by_name = {tier.name: tier for tier in tiers}
+    known = ", ".join(sorted(by_name, key=lambda n: by_name[n].rank))
+    for tier_name in policy.tiers:
+        if tier_name not in by_name:
+            raise PolicyError(f"expected a configured tier ({known}), got {tier_name!r}",
+                              file=policy.source, field=f"tiers.{tier_name}")
+    for rule in policy.rules:
+        for field_name, tier_name in (("move.from", rule.move.from_tier), ("move.to", rule.move.to_tier)):
+            if tier_name not in by_name:
+                raise PolicyError(f"expected a configured tier ({known}), got {tier_name!r}",
+                                  file=policy.source, rule=rule.name, field=field_name)
+        if by_name[rule.move.from_tier].archive:
+            raise PolicyError(
+                f"expected a non-archive tier, got archive tier {rule.move.from_tier!r}: datasets leave "
+                "the archive only by `tiering restore`, never by policy",
+                file=policy.source, rule=rule.name, field="move.from",
+            )
+
+
+# --- the planner -------------------------------------------------------------------------------------------
+
+
+def _require_aware(moment: datetime, what: str) -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware (UTC), got naive {moment.isoformat()}")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _percent(fraction: float, *, distinct_from: float | None = None) -> str:
+    """``0.913`` -> ``"91%"``; one decimal when whole percents would hide the difference to a threshold."""
+    whole = f"{fraction * 100:.0f}%"
+    if distinct_from is not None and whole == f"{distinct_from * 100:.0f}%" and fraction != distinct_from:
+        return f"{fraction * 100:.1f}%"
+    return whole
+
+
+def _last_read_order(facts: DatasetFacts) -> float:
+    """Seconds since the epoch of the last read; never read sorts as the oldest."""
+    return -math.inf if facts.last_access_at is None else facts.last_access_at.timestamp()
+
+
+def _days_text(days: float) -> str:
+    return f"{days:g} day" + ("" if days == 1 else "s")
+
+
+@dataclass(frozen=True, slots=True)
+class _Blocker:
+    outcome: Outcome
+    text: str
+    eligible_at: datetime | None
+
+
+@dataclass(slots=True)
+class _Relief:
+    """What watermark relief did on one tier."""
+
+    fraction_before: float
+    fraction_after: float
+    reached_low: bool
+
+
+@dataclass(frozen=True)
+class _PlanContext:
+    """What is kept to derive decisions and explanations after planning."""
+
+    policy: Policy
+    now: datetime
+    tiers: Mapping[str, TierFacts]
+    next_colder: Mapping[str, str | None]
+    rules_by_tier: Mapping[str, tuple[_CompiledRule, ...]]
+    residency: Mapping[str, timedelta | None]
+    facts_by_id: Mapping[int, DatasetFacts]
+    relief: Mapping[str, _Relief]
+
+    def blocker(self, facts: DatasetFacts, to_tier: str) -> _Blocker | None:
+        """Residency of the home tier and active pins below which ``to_tier`` lies; None when free to move."""
+        outcome: Outcome | None = None
+        texts: list[str] = []
+        eligible_at: datetime | None = None
+        residency = self.residency.get(facts.home_tier)
+        if residency is not None:
+            free_at = facts.home_since + residency
+            if self.now < free_at:
+                outcome = Outcome.RESIDENCY
+                days = self.tier_policy_days(facts.home_tier)
+                texts.append(f"it arrived on {facts.home_tier} {_when(facts.home_since)} and "
+                             f"min_residency_days {days:g} keeps it there until {_when(free_at)}")
+                eligible_at = free_at
+        pin = self.floor_pin(facts)
+        if pin is not None and self.tiers[to_tier].rank > self.tiers[pin.tier].rank:
+            outcome = Outcome.PINNED
+            until = "with no end date" if pin.until is None else f"until {_when(pin.until)}"
+            why = f" ({pin.reason})" if pin.reason else ""
+            texts.append(f"it is pinned to {pin.tier} or hotter {until}{why}")
+            if pin.until is None:
+                eligible_at = None
+            elif eligible_at is not None or not texts[:-1]:
+                eligible_at = pin.until if eligible_at is None else max(eligible_at, pin.until)
+        if outcome is None:
+            return None
+        return _Blocker(outcome, " and ".join(texts), eligible_at)
+
+    def tier_policy_days(self, tier: str) -> float:
+        return self.policy.tier(tier).min_residency_days
+
+    def floor_pin(self, facts: DatasetFacts) -> Pin | None:
+        """The active pin with the hottest tier (the binding floor), or None."""
+        floor: Pin | None = None
+        for pin in facts.pins:
+            if not pin.is_active(self.now):
+                continue
+            if pin.tier not in self.tiers:
+                raise TierNotFound(pin.tier, list(self.tiers))
+            if floor is None or self.tiers[pin.tier].rank < self.tiers[floor.tier].rank:
+                floor = pin
+        return floor
+
+
+@dataclass(frozen=True, slots=True)
+class _Limit:
+    bytes: float
+    outcome: Outcome
+    text: str
+
+
+class _Planner:
+    """The mutable state of one planning run; :func:`plan_moves` is its only user."""
+
+    def __init__(self, policy: Policy, tiers: Sequence[TierFacts], now: datetime) -> None:
+        self.policy = policy
+        self.now = now
+        self.tiers = {t.name: t for t in tiers}
+        self.order = [t.name for t in tiers]
+        self.notes: list[str] = []
+        self.projected = {t.name: t.used_bytes for t in tiers}
+        self.bytes_in = dict.fromkeys(self.order, 0)
+        self.bytes_out = dict.fromkeys(self.order, 0)
+        self.moves_in = dict.fromkeys(self.order, 0)
+        self.moves_out = dict.fromkeys(self.order, 0)
+        self.high_bytes: dict[str, float] = {}
+        self.low_bytes: dict[str, float] = {}
+        for tier in tiers:
+            knobs = policy.tier(tier.name)
+            if knobs.high_watermark is None or knobs.low_watermark is None:
+                continue
+            if not tier.capacity_bytes:
+                self.notes.append(f"tier {tier.name} has watermarks in the policy but no capacity in its "
+                                  "facts: its watermarks are ignored")
+                continue
+            self.high_bytes[tier.name] = knobs.high_watermark * tier.capacity_bytes
+            self.low_bytes[tier.name] = knobs.low_watermark * tier.capacity_bytes
+        rules_by_tier: dict[str, list[_CompiledRule]] = {}
+        for rule in policy.rules:
+            from_rank, to_rank = self.tiers[rule.move.from_tier].rank, self.tiers[rule.move.to_tier].rank
+            rules_by_tier.setdefault(rule.move.from_tier, []).append(_CompiledRule(
+                rule, to_rank, to_rank > from_rank, _compile_criteria(rule.when),
+                tuple(_compile_criteria(block) for block in rule.unless),
+            ))
+        residency = {
+            name: timedelta(days=policy.tier(name).min_residency_days)
+            if policy.tier(name).min_residency_days > 0 else None
+            for name in self.order
+        }
+        self.facts_by_id: dict[int, DatasetFacts] = {}
+        self.relief: dict[str, _Relief] = {}
+        self.context = _PlanContext(
+            policy=policy, now=now, tiers=self.tiers,
+            next_colder={name: (self.order[i + 1] if i + 1 < len(self.order) else None)
+                         for i, name in enumerate(self.order)},
+            rules_by_tier={name: tuple(rules) for name, rules in rules_by_tier.items()},
+            residency=residency, facts_by_id=self.facts_by_id, relief=self.relief,
+        )
+        self.by_tier: dict[str, list[DatasetFacts]] = {name: [] for name in self.order}
+        #: datasets a rule selected and nothing blocked yet: id -> (rule, reason)
+        self.selected: dict[int, tuple[_CompiledRule, str]] = {}
+        self.recorded: dict[int, Decision] = {}
+        self.moves: list[Move] = []
+        self.moved: dict[int, Move] = {}
+        self.skipped: list[Move] = []
+        self.archived_count = 0
+        self.relieved: set[str] = set()
+        self.spent_bytes = 0
+        budget = policy.budget
+        self.max_bytes = budget.max_bytes
+        self.max_datasets = budget.max_datasets
+
+    # step 1 ---------------------------------------------------------------------------------------------
+
+    def evaluate(self, datasets: Iterable[DatasetFacts]) -> None:
+        now = self.now
+        rules_by_tier = self.context.rules_by_tier
+        for facts in datasets:
+            if facts.id in self.facts_by_id:
+                raise ValueError(f"dataset id {facts.id} appears twice in the facts ({facts.label})")
+            self.facts_by_id[facts.id] = facts
+            tier = self.tiers.get(facts.home_tier)
+            if tier is None:
+                raise TierNotFound(facts.home_tier, self.order)
+            self.by_tier[facts.home_tier].append(facts)
+            if facts.busy:
+                self.record(facts, Outcome.BUSY, "it has an unfinished move or restore; it is planned again "
+                                                 "once that finishes")
+                continue
+            if tier.archive:
+                self.archived_count += 1
+                continue
+            rules = rules_by_tier.get(facts.home_tier)
+            if not rules:
+                continue
+            subject = _subject(facts, now)
+            for compiled in rules:
+                if compiled.matches(subject):
+                    break
+            else:
+                continue
+            reason = compiled.reason(subject)
+            blocker = self.context.blocker(facts, compiled.to_tier)
+            if blocker is None:
+                self.selected[facts.id] = (compiled, reason)
+            else:
+                self.record(facts, blocker.outcome,
+                            f"rule {compiled.name} wants {facts.home_tier} -> {compiled.to_tier} ({reason}), "
+                            f"but {blocker.text}",
+                            rule=compiled.name, to_tier=compiled.to_tier, eligible_at=blocker.eligible_at)
+
+    def record(self, facts: DatasetFacts, outcome: Outcome, detail: str, *, rule: str | None = None,
+               to_tier: str | None = None, eligible_at: datetime | None = None) -> None:
+        self.recorded[facts.id] = Decision(facts.id, facts.label, facts.home_tier, outcome, detail,
+                                           rule, to_tier, eligible_at)
+
+    # step 2 ---------------------------------------------------------------------------------------------
+
+    def relieve_watermarks(self) -> None:
+        for tier_name in self.order:
+            tier = self.tiers[tier_name]
+            high = self.high_bytes.get(tier_name)
+            low = self.low_bytes.get(tier_name)
+            if high is None or low is None or tier.archive or not tier.capacity_bytes:
+                continue
+            if self.projected[tier_name] <= high:
+                continue
+            self.relieve(tier, high, low)
+
+    def relieve(self, tier: TierFacts, high: float, low: float) -> None:
+        assert tier.capacity_bytes
+        knobs = self.policy.tier(tier.name)
+        assert knobs.high_watermark is not None and knobs.low_watermark is not None
+        capacity = tier.capacity_bytes
+        fraction_before = self.projected[tier.name] / capacity
+        relief_text = (f"watermark: {tier.name} at {_percent(fraction_before, distinct_from=knobs.high_watermark)}"
+                       f" > {_percent(knobs.high_watermark)}, demote coldest until < "
+                       f"{_percent(knobs.low_watermark)}")
+        colder = self.context.next_colder[tier.name]
+        candidates: list[tuple[tuple[int, float, float, int], DatasetFacts, str, _CompiledRule | None]] = []
+        for facts in self.by_tier[tier.name]:
+            if facts.busy or facts.id in self.recorded or facts.id in self.moved:
+                continue
+            chosen = self.selected.get(facts.id)
+            if chosen is not None:
+                compiled = chosen[0]
+                if not compiled.is_demotion:
+                    continue
+                candidates.append(((0, facts.heat, _last_read_order(facts), facts.id), facts, compiled.to_tier,
+                                   compiled))
+            elif colder is not None and self.context.blocker(facts, colder) is None:
+                candidates.append(((1, facts.heat, _last_read_order(facts), facts.id), facts, colder, None))
+        candidates.sort(key=lambda candidate: candidate[0])
+        for _, facts, to_tier, compiled in candidates:
+            if self.projected[tier.name] < low:
+                break
+            if compiled is None:
+                self.try_move(facts, to_tier, WATERMARK_RULE, relief_text, MoveCause.WATERMARK)
+            else:
+                reason = f"{relief_text}; rule {compiled.name}: {self.selected[facts.id][1]}"
+                self.try_move(facts, to_tier, compiled.name, reason, MoveCause.WATERMARK)
+        fraction_after = self.projected[tier.name] / capacity
+        reached = self.projected[tier.name] < low
+        self.relieved.add(tier.name)
+        self.relief[tier.name] = _Relief(fraction_before, fraction_after, reached)
+        if not reached:
+            self.notes.append(
+                f"tier {tier.name} is at {_percent(fraction_after)} after watermark relief, not under its low "
+                f"mark {_percent(knobs.low_watermark)}: too few eligible datasets (pins, residency), or the "
+                "budget or a colder tier's capacity ran out"
+            )
+
+    # steps 3 and 4 --------------------------------------------------------------------------------------
+
+    def apply_rule_moves(self) -> None:
+        demotions: list[tuple[tuple[float, float, int], DatasetFacts, _CompiledRule, str]] = []
+        promotions: list[tuple[tuple[float, float, int], DatasetFacts, _CompiledRule, str]] = []
+        for dataset_id, (compiled, reason) in self.selected.items():
+            if dataset_id in self.moved or dataset_id in self.recorded:
+                continue
+            facts = self.facts_by_id[dataset_id]
+            last_read = _last_read_order(facts)
+            if compiled.is_demotion:
+                demotions.append(((facts.heat, last_read, dataset_id), facts, compiled, reason))
+            else:
+                promotions.append(((-facts.heat, -last_read, dataset_id), facts, compiled, reason))
+        demotions.sort(key=lambda candidate: candidate[0])
+        promotions.sort(key=lambda candidate: candidate[0])
+        for _, facts, compiled, reason in demotions:
+            self.try_move(facts, compiled.to_tier, compiled.name, reason, MoveCause.DEMOTION)
+        for _, facts, compiled, reason in promotions:
+            self.try_move(facts, compiled.to_tier, compiled.name, reason, MoveCause.PROMOTION)
+
+    # moving ---------------------------------------------------------------------------------------------
+
+    def inbound_limit(self, to_tier: str, cause: MoveCause) -> _Limit | None:
+        """The most bytes ``to_tier`` may hold after a move of this cause; None when unlimited."""
+        capacity = self.tiers[to_tier].capacity_bytes
+        if cause is not MoveCause.WATERMARK:
+            if to_tier in self.relieved:
+                knobs = self.policy.tier(to_tier)
+                assert knobs.low_watermark is not None
+                return _Limit(self.low_bytes[to_tier], Outcome.WATERMARK,
+                              f"its low watermark {_percent(knobs.low_watermark)}, to which this plan relieves it")
+            if cause is MoveCause.PROMOTION and to_tier in self.high_bytes:
+                knobs = self.policy.tier(to_tier)
+                assert knobs.high_watermark is not None
+                return _Limit(self.high_bytes[to_tier], Outcome.WATERMARK,
+                              f"its high watermark {_percent(knobs.high_watermark)}")
+        if capacity is None:
+            return None
+        return _Limit(capacity, Outcome.DESTINATION_FULL, f"its capacity {format_size(capacity)}")
+
+    def try_move(self, facts: DatasetFacts, to_tier: str, rule: str, reason: str, cause: MoveCause) -> bool:
+        size = facts.size_bytes
+        limit = self.inbound_limit(to_tier, cause)
+        if limit is not None and self.projected[to_tier] + size > limit.bytes:
+            capacity = self.tiers[to_tier].capacity_bytes
+            after = self.projected[to_tier] + size
+            reached = (f" ({_percent(after / capacity)} used)" if capacity else "")
+            self.record(facts, limit.outcome,
+                        f"{cause} {facts.home_tier} -> {to_tier} ({reason}) would take {to_tier} to "
+                        f"{format_size(after)}{reached}, above {limit.text}",
+                        rule=rule, to_tier=to_tier)
+            return False
+        move = Move(facts.id, facts.label, facts.home_tier, to_tier, size, rule, reason, cause)
+        over_datasets = self.max_datasets is not None and len(self.moves) + 1 > self.max_datasets
+        over_bytes = self.max_bytes is not None and self.spent_bytes + size > self.max_bytes
+        if over_datasets or over_bytes:
+            self.skipped.append(move)
+            spent = (f"{len(self.moves)} of {self.max_datasets} datasets" if over_datasets else
+                     f"{format_size(self.spent_bytes)} of {format_size(self.max_bytes or 0)} planned, "
+                     f"{format_size(size)} more does not fit")
+            self.record(facts, Outcome.BUDGET,
+                        f"{cause} {facts.home_tier} -> {to_tier} ({reason}) does not fit this run's budget "
+                        f"({spent}); it is planned again next run",
+                        rule=rule, to_tier=to_tier)
+            return False
+        self.moves.append(move)
+        self.moved[facts.id] = move
+        self.spent_bytes += size
+        self.projected[facts.home_tier] -= size
+        self.projected[to_tier] += size
+        self.bytes_out[facts.home_tier] += size
+        self.bytes_in[to_tier] += size
+        self.moves_out[facts.home_tier] += 1
+        self.moves_in[to_tier] += 1
+        return True
+
+    # result ---------------------------------------------------------------------------------------------
+
+    def result(self, window_timezone: tzinfo) -> Plan:
+        projections = []
+        for name in self.order:
+            tier = self.tiers[name]
+            knobs = self.policy.tier(name)
+            projections.append(TierProjection(
+                name=name, rank=tier.rank, archive=tier.archive, capacity_bytes=tier.capacity_bytes,
+                used_bytes_before=tier.used_bytes, used_bytes_after=self.projected[name],
+                bytes_in=self.bytes_in[name], bytes_out=self.bytes_out[name],
+                moves_in=self.moves_in[name], moves_out=self.moves_out[name],
+                high_watermark=knobs.high_watermark, low_watermark=knobs.low_watermark,
+            ))
+        counts = dict.fromkeys(Outcome, 0)
+        counts[Outcome.MOVE] = len(self.moves)
+        for decision in self.recorded.values():
+            counts[decision.outcome] += 1
+        counts[Outcome.ARCHIVED] = self.archived_count
+        counts[Outcome.NO_RULE] = len(self.facts_by_id) - sum(counts.values())
+        window = self.policy.budget.window
+        window_open = window is None or window.contains(self.now.astimezone(window_timezone).time())
+        return Plan(
+            now=self.now, policy_source=self.policy.source, moves=tuple(self.moves),
+            skipped_for_budget=tuple(self.skipped), tiers=tuple(projections),
+            max_bytes=self.max_bytes, max_datasets=self.max_datasets,
+            window=None if window is None else str(window), window_open=window_open,
+            decisions=Decisions(self.recorded, self.moved, self.context),
+            outcome_counts=counts, notes=tuple(self.notes),
+        )
+
+
+def plan_moves(
+    datasets: Iterable[DatasetFacts],
+    tiers: Iterable[TierFacts],
+    *,
+    policy: Policy,
+    now: datetime,
+    window_timezone: tzinfo = UTC,
+) -> Plan:
+    """Plan one policy run (see the module docstring for the order of steps). Pure and deterministic.
+
+    ``now`` must be timezone-aware; ``window_timezone`` is the clock the policy's window is written in
+    (the scheduler's timezone). Raises :class:`~tiering.errors.PolicyError` when a rule or tier entry names
+    an unknown tier or leaves an archive tier, :class:`~tiering.errors.TierNotFound` when a dataset or pin
+    names an unknown tier, and ``ValueError`` for inconsistent facts (duplicate ids or tier ranks, a naive
+    ``now``, a ``reads`` window the policy needs but the facts lack).
+    """
+    _require_aware(now, "now")
+    tier_list = sorted(tiers, key=lambda t: t.rank)
+    if len({t.name for t in tier_list}) != len(tier_list) or len({t.rank for t in tier_list}) != len(tier_list):
+        raise ValueError("tier names and ranks must be unique: " +
+                         ", ".join(f"{t.name}={t.rank}" for t in tier_list))
+    check_policy_against_tiers(policy, tier_list)
+    planner = _Planner(policy, tier_list, now)
+    planner.evaluate(datasets)
+    planner.relieve_watermarks()
+    planner.apply_rule_moves()
+    return planner.result(window_timezone)
+
+
+# --- decisions and explanations ----------------------------------------------------------------------------
+
+
+class Decisions(Mapping[int, Decision]):
+    """Every dataset's :class:`Decision`, by dataset id.
+
+    Moves and blocked datasets were decided while planning; the decisions of datasets that simply stay
+    (no rule matched, on an archive tier) are derived when read, so planning a million datasets does not
+    build a million explanations.
+    """
+
+    def __init__(self, recorded: Mapping[int, Decision], moved: Mapping[int, Move], context: _PlanContext) -> None:
+        self._recorded = recorded
+        self._moved = moved
+        self._context = context
+
+    def __getitem__(self, dataset_id: int) -> Decision:
+        decision = self._recorded.get(dataset_id)
+        if decision is not None:
+            return decision
+        move = self._moved.get(dataset_id)
+        if move is not None:
+            detail = move.reason if move.rule == WATERMARK_RULE else f"rule {move.rule}: {move.reason}"
+            return Decision(move.dataset_id, move.label, move.from_tier, Outcome.MOVE,
+                            f"{move.cause} {move.from_tier} -> {move.to_tier}: {detail}",
+                            move.rule, move.to_tier)
+        return _derive_decision(self._context, self._context.facts_by_id[dataset_id])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._context.facts_by_id)
+
+    def __len__(self) -> int:
+        return len(self._context.facts_by_id)
+
+    def recorded(self) -> Iterator[Decision]:
+        """The decisions made while planning for datasets that stay: blocked, skipped for budget, busy."""
+        return iter(self._recorded.values())
+
+
+def _observed_values(rules: Sequence[_CompiledRule], subject: _Subject) -> str:
+    seen: dict[str, str] = {}
+    for compiled in rules:
+        for check in (*compiled.when, *(c for block in compiled.unless for c in block)):
+            seen.setdefault(check.criterion, check.observed(subject))
+    return ", ".join(seen.values())
+
+
+def _time_eligibility(compiled: _CompiledRule, subject: _Subject) -> tuple[datetime, bool] | None:
+    """When a rule that fails only on ``age_days``/``idle_days`` lower bounds will match, if nothing else
+    changes; and whether that assumes no new reads. None when no such date exists."""
+    facts = subject.facts
+    dates: list[datetime] = []
+    if_unread = False
+    for check in compiled.when:
+        if check.holds(subject):
+            continue
+        if not isinstance(check, _ComparisonCheck) or check.criterion not in ("age_days", "idle_days"):
+            return None
+        comparison = check.comparison
+        if comparison.op == ">=":
+            days = math.ceil(comparison.threshold)
+        elif comparison.op == ">":
+            days = math.floor(comparison.threshold) + 1
+        else:
+            return None
+        if check.criterion == "age_days":
+            dates.append(facts.created_at + timedelta(days=days))
+        else:
+            if_unread = True
+            dates.append((facts.last_access_at or facts.created_at) + timedelta(days=days))
+    if not dates:
+        return None
+    return max(dates), if_unread
+
+
+def _derive_decision(context: _PlanContext, facts: DatasetFacts) -> Decision:
+    """The decision for a dataset planning did not record: it is archived, or no rule matched."""
+    tier = context.tiers[facts.home_tier]
+    if tier.archive:
+        return Decision(facts.id, facts.label, tier.name, Outcome.ARCHIVED,
+                        f"{tier.name} is an archive tier: datasets leave it only by `tiering restore "
+                        f"{facts.name}@{facts.version} --to TIER`, never by policy")
+    rules = context.rules_by_tier.get(tier.name, ())
+    subject = _subject(facts, context.now)
+    if rules:
+        detail = f"no rule for {tier.name} matched ({_observed_values(rules, subject)})"
+    else:
+        detail = f"no rule moves datasets out of {tier.name}"
+    eligible: tuple[datetime, bool] | None = None
+    for compiled in rules:
+        if compiled.unless and any(all(c.holds(subject) for c in block) for block in compiled.unless):
+            continue
+        when = _time_eligibility(compiled, subject)
+        if when is None:
+            continue
+        blocker = context.blocker(facts, compiled.to_tier)
+        if blocker is not None:
+            if blocker.eligible_at is None:
+                continue
+            when = (max(when[0], blocker.eligible_at), when[1])
+        if eligible is None or when[0] < eligible[0]:
+            eligible = when
+    relief = context.relief.get(tier.name)
+    if relief is not None:
+        colder = context.next_colder[tier.name]
+        blocker = context.blocker(facts, colder) if colder is not None else None
+        if blocker is not None:
+            detail += f"; {tier.name} was over its high watermark, but {blocker.text}"
+        else:
+            detail += (f"; {tier.name} was over its high watermark and relief stopped at "
+                       f"{_percent(relief.fraction_after)} before reaching it (colder datasets went first)")
+    return Decision(facts.id, facts.label, tier.name, Outcome.NO_RULE, detail,
+                    eligible_at=eligible[0] if eligible else None,
+                    eligible_if_unread=eligible[1] if eligible else False)
+
+
+def _next_eligible_line(decision: Decision) -> str:
+    if decision.outcome is Outcome.MOVE:
+        return "next eligible: now (in this plan)"
+    if decision.outcome is Outcome.ARCHIVED:
+        return "next eligible: never automatically; restore it instead"
+    if decision.outcome is Outcome.BUSY:
+        return "next eligible: once its unfinished move or restore is done"
+    if decision.outcome is Outcome.BUDGET:
+        return "next eligible: the next run (budget)"
+    if decision.eligible_at is not None:
+        suffix = ", if it is not read again" if decision.eligible_if_unread else ""
+        return f"next eligible: {_when(decision.eligible_at)}{suffix}"
+    if decision.outcome is Outcome.PINNED:
+        return "next eligible: when the pin is removed (it has no end date)"
+    if decision.outcome in (Outcome.WATERMARK, Outcome.DESTINATION_FULL):
+        return "next eligible: when the destination has room"
+    return "next eligible: no date (it depends on future reads)"
+
+
+def explain(plan: Plan, dataset_id: int) -> str:
+    """The multi-line text ``tiering why`` prints for one dataset: the decision and its next eligible date,
+    the facts seen, each rule of its tier and how it fared, and its tier's usage. Raises ``KeyError`` for an
+    id that was not in the plan's facts."""
+    context = plan.decisions._context
+    facts = context.facts_by_id[dataset_id]
+    decision = plan.decisions[dataset_id]
+    now = context.now
+    subject = _subject(facts, now)
+    if decision.outcome is Outcome.MOVE:
+        headline = f"moves {facts.home_tier} -> {decision.to_tier}"
+    else:
+        headline = f"stays on {facts.home_tier}: {_OUTCOME_HEADLINE[decision.outcome]}"
+    lines = [
+        f"{facts.label} ({facts.kind}, owner {facts.owner}): {headline}",
+        f"  {decision.detail}",
+        f"  {_next_eligible_line(decision)}",
+        f"facts at {_when(now)}:",
+        f"  on {facts.home_tier} since {_when(facts.home_since)} ({(now - facts.home_since).days} days); "
+        f"registered {_when(facts.created_at)} ({subject.age_days} days ago); size {format_size(facts.size_bytes)}",
+    ]
+    last_read = "never read" if facts.last_access_at is None else f"last read {_when(facts.last_access_at)}"
+    reads = ", ".join(f"{days}d {facts.reads[days]}" for days in sorted(facts.reads)) or "none counted"
+    lines.append(f"  {last_read} (idle {subject.idle_days} days); reads {reads}; heat {facts.heat:.2f} "
+                 f"(half-life {_days_text(context.policy.heat_half_life_days)})")
+    if facts.tags:
+        lines.append("  tags: " + ", ".join(f"{k}={v}" for k, v in sorted(facts.tags.items())))
+    for pin in facts.pins:
+        until = "no end date" if pin.until is None else _when(pin.until)
+        state = "" if pin.is_active(now) else " (expired)"
+        why = f" ({pin.reason})" if pin.reason else ""
+        lines.append(f"  pin: {pin.tier} or hotter until {until}{why}{state}")
+    tier = context.tiers[facts.home_tier]
+    rules = context.rules_by_tier.get(facts.home_tier, ())
+    if tier.archive:
+        lines.append(f"rules: none apply to {tier.name} (archive tier)")
+    elif not rules:
+        lines.append(f"rules: none move datasets out of {tier.name}")
+    else:
+        residency = context.tier_policy_days(tier.name)
+        extra = f"; min_residency_days {residency:g}" if residency else ""
+        lines.append(f"rules from {tier.name}, in file order (the first that matches wins{extra}):")
+        matched = False
+        for compiled in rules:
+            arrow = f"  {compiled.name} -> {compiled.to_tier}: "
+            if matched:
+                lines.append(arrow + "not tried, an earlier rule matched")
+                continue
+            miss = compiled.why_not(subject)
+            if miss is None:
+                matched = True
+                lines.append(arrow + f"matches: {compiled.reason(subject)}")
+            else:
+                lines.append(arrow + f"no: {miss}")
+    projection = plan.tier(tier.name)
+    if projection.capacity_bytes:
+        before, after = projection.fraction_before, projection.fraction_after
+        assert before is not None and after is not None
+        marks = ""
+        if projection.high_watermark is not None and projection.low_watermark is not None:
+            marks = (f" (high {_percent(projection.high_watermark)}, "
+                     f"low {_percent(projection.low_watermark)})")
+        lines.append(f"tier {tier.name}: {_percent(before)} of {format_size(projection.capacity_bytes)} used, "
+                     f"{_percent(after)} after this plan{marks}")
+    else:
+        lines.append(f"tier {tier.name}: {format_size(projection.used_bytes_before)} used, no capacity set")
+    if plan.window is not None:
+        state = "open" if plan.window_open else "closed"
+        lines.append(f"window {plan.window}: {state} at {_when(now)}")
+    return "\n".join(lines)
