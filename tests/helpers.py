@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +76,12 @@ class InvariantReport:
 
 
 def check_invariant(app: App, *, allow_stray: bool = False) -> InvariantReport:
+    """See module docstring; with ``allow_stray`` (right after a crash) extra objects and unfinished
+    uploads are tolerated and left in place for recovery to find."""
+    return _check_invariant(app, allow_stray=allow_stray)
+
+
+def _check_invariant(app: App, *, allow_stray: bool) -> InvariantReport:
     """Read back every trusted replica: each member must have >= 1 whose bytes hash to the catalog digest,
     every trusted replica must hash right, the home tier must hold a trusted copy, and (unless allowed) no
     object on any tier may exist that the catalog does not know."""
@@ -126,7 +135,7 @@ def check_invariant(app: App, *, allow_stray: bool = False) -> InvariantReport:
                 continue
             if info.key not in known_keys[tier_name]:
                 report.stray_objects.append(f"{tier_name}:{info.key}")
-        leftover = backend.abort_incomplete("")
+        leftover = 0 if allow_stray else backend.abort_incomplete("")
         if leftover:
             report.problems.append(f"{tier_name}: {leftover} unfinished uploads were left behind")
     if not allow_stray and report.stray_objects:
@@ -145,3 +154,13 @@ class FixedClock:
 
     def advance(self, **kwargs: float) -> None:
         self.now += dt.timedelta(**kwargs)
+
+
+def run_cli(config: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TIERING_CRASH_AT"}
+    if crash_at:
+        env["TIERING_CRASH_AT"] = crash_at
+    return subprocess.run(
+        [sys.executable, "-m", "tiering", "--config", str(config), *args],
+        env=env, capture_output=True, text=True, timeout=120,
+    )

@@ -24,8 +24,9 @@ from typing import Any
 
 #: seconds a SeaweedFS server gets to answer S3 requests after it was started
 SEAWEED_START_TIMEOUT = 60.0
-#: seconds between SIGTERM and SIGKILL when stopping a server
-STOP_GRACE = 3.0
+#: seconds between SIGTERM and SIGKILL when stopping a server; weed 4.48 does not exit on SIGTERM or
+#: SIGINT within 10 s (its filer and S3 parts keep retrying each other), and test data is thrown away
+STOP_GRACE = 1.0
 #: the credentials tests use against SeaweedFS started without ``-s3.config`` (any are accepted)
 OPEN_ACCESS_KEY = "tiering-test"
 OPEN_SECRET_KEY = "tiering-test-secret"

@@ -310,7 +310,7 @@ def _iter_minio_audit(lines: Iterable[str], stats: IngestStats) -> Iterator[Acce
             else:
                 stats.note_malformed(line_no, "not a JSON object", line)
             continue
-        doc = _json_object(line)
+        doc = (_minio_classic_head(line) if line[-1] == "}" else None) or _json_object(line)
         if isinstance(doc, str):
             stats.note_malformed(line_no, doc, line)
             continue
@@ -322,6 +322,44 @@ def _iter_minio_audit(lines: Iterable[str], stats: IngestStats) -> Iterator[Acce
         else:
             stats.events += 1
             yield outcome
+
+
+def _minio_classic_head(line: str) -> dict[str, Any] | None:
+    """The members of a classic audit entry that a read needs, decoding a third of the line; or None.
+
+    Most of a GetObject entry is request and response headers, after ``api``. Decoding only the text
+    up to the first ``}`` after ``"api":{``, closed with one more ``}``, gives the same ``time`` and
+    ``api`` as decoding the whole line, and it only succeeds when that ``api`` is a flat member of the
+    top-level object: a cut inside a string, or inside a deeper object, leaves the text unbalanced. The
+    top-level ``accessKey`` comes last; it is taken by position, and the caller decodes the whole
+    line (None here) whenever the line does not end the way a classic entry does.
+    """
+    start = line.find('"api":{')
+    if start < 0:
+        return None
+    end = line.find("}", start)
+    if end < 0:
+        return None
+    try:
+        head = json.loads(line[: end + 1] + "}")
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(head, dict) or not isinstance(head.get("api"), dict):
+        return None
+    mark = line.rfind('"accessKey":"')
+    if mark < 0:
+        return head
+    value_start = mark + 13
+    value_end = line.find('"', value_start)
+    if value_end < 0:
+        return None
+    tail = line[value_end + 1 :]
+    if "\\" in line[value_start:value_end] or not (
+        tail == "}" or tail.startswith(',"parentUser":') or tail.startswith(',"error":')
+    ):
+        return None
+    head["accessKey"] = line[value_start:value_end]
+    return head
 
 
 def _minio_audit_event(doc: dict[str, Any], clock: _Clock) -> AccessEvent | str | None:

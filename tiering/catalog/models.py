@@ -104,7 +104,7 @@ class Dataset(Base):
     home_since: Mapped[dt.datetime] = mapped_column(comment="when the dataset arrived on its home tier")
     last_access_at: Mapped[dt.datetime | None]
 
-    home_tier: Mapped[Tier] = relationship(lazy="joined")
+    home_tier: Mapped[Tier] = relationship(lazy="joined", innerjoin=True)
     members: Mapped[list[Member]] = relationship(back_populates="dataset", order_by="Member.path")
 
     @property

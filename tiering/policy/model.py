@@ -27,9 +27,9 @@ Criteria (keys of ``when`` and ``unless``). Every criterion of a block must hold
 ``tags``           ``{key: value}`` or ``{key: [v1, v2]}``; every key must be present with one of its values
 =================  ==========================================================================================
 
-Comparisons are strings: an operator (``>=``, ``>``, ``<=``, ``<``, ``==``, ``!=``) then a number (or a size for
-``size``). A bare number is refused: ``14`` could mean ``>= 14`` or ``== 14``, and a lifecycle rule that means
-the other one moves the wrong data.
+Comparisons are strings: an operator (``>=``, ``>``, ``<=``, ``<``, ``==``, ``!=``) then a number (or a size
+for ``size``). A bare number is refused: ``14`` could mean ``>= 14`` or ``== 14``, and a lifecycle rule
+that means the other one moves the wrong data.
 
 What the model checks (errors name the file, the rule and the field, and say what was expected and what was
 found, one line each): unknown keys and criteria, operators, sizes, rule names (unique), ``from`` and ``to``
@@ -67,7 +67,8 @@ from tiering.errors import PolicyError
 
 Operator = Literal[">=", ">", "<=", "<", "==", "!="]
 _OPERATOR_FUNCTIONS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq, "!=": operator.ne,
+    ">=": operator.ge, ">": operator.gt, "<=": operator.le,
+    "<": operator.lt, "==": operator.eq, "!=": operator.ne,
 }
 _COMPARISON_RE = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(\S(?:.*\S)?)\s*$")
 _READS_KEY_RE = re.compile(r"^reads_([1-9][0-9]{0,4})d$")
@@ -107,7 +108,9 @@ def _split_comparison(value: object, example: str) -> tuple[Operator, str]:
         )
     match = _COMPARISON_RE.match(value)
     if match is None:
-        raise ValueError(f"expected an operator (>=, >, <=, <, ==, !=) and a value, like {example!r}; got {value!r}")
+        raise ValueError(
+            f"expected an operator (>=, >, <=, <, ==, !=) and a value, like {example!r}; got {value!r}"
+        )
     op: Operator = match.group(1)  # type: ignore[assignment]  # the regex only admits Operator values
     return op, match.group(2)
 
@@ -134,7 +137,9 @@ def parse_size_comparison(value: object) -> Comparison:
     try:
         threshold = parse_size(written)
     except ValueError:
-        raise ValueError(f"expected a size after {op!r}, like '{op} 10GiB' or '{op} 500MB'; got {value!r}") from None
+        raise ValueError(
+            f"expected a size after {op!r}, like '{op} 10GiB' or '{op} 500MB'; got {value!r}"
+        ) from None
     return Comparison(op, float(threshold), written)
 
 
@@ -193,7 +198,9 @@ def _tag_values(value: object) -> tuple[str, ...]:
 
 def _tags(value: object) -> object:
     if not isinstance(value, dict) or not value:
-        raise ValueError(f"expected a mapping of tag key to value(s), like {{retention: keep-online}}, got {value!r}")
+        raise ValueError(
+            f"expected a mapping of tag key to value(s), like {{retention: keep-online}}, got {value!r}"
+        )
     return {str(k): _tag_values(v) for k, v in value.items()}
 
 
@@ -222,7 +229,7 @@ class Criteria(_Strict):
     tags: OptionalTags = None
     #: ``reads_<N>d`` criteria: window length in days -> comparison
     reads: dict[int, Annotated[Comparison, PlainValidator(parse_number_comparison)]] = Field(
-        default_factory=dict, alias=READS_FIELD
+        default_factory=dict, alias="reads_<N>d"  # == READS_FIELD; mypy wants the literal
     )
 
     @model_validator(mode="before")
@@ -354,25 +361,24 @@ _NO_TIER_POLICY = TierPolicy()
 # --- loading and errors ------------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML silently keeps the last of two equal keys; a policy must not lose a criterion that way."""
+def _first_duplicate_key(root: Any) -> tuple[str, int] | None:
+    """The first key written twice in one mapping, and its line (PyYAML silently keeps the last one, and a
+    policy must not lose a criterion that way)."""
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    if key_node.value in seen:
+                        return str(key_node.value), int(key_node.start_mark.line) + 1
+                    seen.add(key_node.value)
+                pending.append(value_node)
+        elif isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+    return None
 
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping  # type: ignore[arg-type]
-)
 
 _KEYS_BY_PLACE: dict[str, tuple[str, ...]] = {
     "top": ("description", "heat_half_life_days", "tiers", "rules", "budget"),
@@ -489,18 +495,25 @@ def _semantic_problems(policy: Policy) -> list[_Problem]:
             problems.append(_Problem("", f"{where}.{missing}",
                                      "expected both high_watermark and low_watermark, got only one"))
         elif high is not None and low is not None and not low < high:
-            problems.append(_Problem("", f"{where}.low_watermark",
-                                     f"expected 0 < low_watermark < high_watermark, got low {low} >= high {high}"))
+            problems.append(_Problem(
+                "", f"{where}.low_watermark",
+                f"expected 0 < low_watermark < high_watermark, got low {low} >= high {high}",
+            ))
     seen: dict[str, int] = {}
     for index, rule in enumerate(policy.rules):
         if rule.name in seen:
-            problems.append(_Problem(rule.name, "name", f"expected a unique rule name, got {rule.name!r} "
-                                                        f"again (rules #{seen[rule.name] + 1} and #{index + 1})"))
+            problems.append(_Problem(
+                rule.name, "name",
+                f"expected a unique rule name, got {rule.name!r} again (rules #{seen[rule.name] + 1} "
+                f"and #{index + 1})",
+            ))
         else:
             seen[rule.name] = index
         if rule.move.from_tier == rule.move.to_tier:
-            problems.append(_Problem(rule.name, "move.to",
-                                     f"expected a tier other than 'from', got {rule.move.to_tier!r} for both"))
+            problems.append(_Problem(
+                rule.name, "move.to",
+                f"expected a tier other than 'from', got {rule.move.to_tier!r} for both",
+            ))
     return problems
 
 
@@ -521,12 +534,17 @@ def parse_policy(text_or_dict: str | Mapping[str, Any], *, source: str = "<polic
     raw: Any
     if isinstance(text_or_dict, str):
         try:
-            raw = yaml.load(text_or_dict, Loader=_UniqueKeyLoader)  # noqa: S506  # a SafeLoader subclass
+            duplicate = _first_duplicate_key(yaml.compose(text_or_dict, Loader=yaml.SafeLoader))
+            raw = yaml.safe_load(text_or_dict)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}: " if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc)
             raise PolicyError(f"{where}not valid YAML: {problem}", file=source) from None
+        if duplicate is not None:
+            key, line = duplicate
+            raise PolicyError(f"line {line}: expected each key once in a mapping, got {key!r} twice",
+                              file=source)
     else:
         raw = text_or_dict
     if raw is None:

@@ -14,15 +14,16 @@ How a plan is made, in this order:
    even if the first one is then blocked). A matched move is blocked by:
 
    * **minimum residency** of the home tier: nothing leaves a tier before ``home_since + min_residency_days``;
-   * **pins**: a pin is a floor: while active (``now < until``) the dataset may not go to a tier colder (higher
-     rank) than the pin's tier. Pins do not promote: a dataset below its pin is reported, not moved.
+   * **pins**: a pin is a floor: while active (``now < until``) the dataset may not go to a tier colder
+     (higher rank) than the pin's tier. Pins do not promote: a dataset below its pin is reported, not moved.
 
 2. **Watermark relief**, hottest tier first. A tier that has watermarks in the policy and a capacity in its
    facts, and whose projected usage is above ``high_watermark * capacity``, demotes datasets until its
    projected usage is below ``low_watermark * capacity``: first the datasets a demotion rule already selected
    (coldest first), then the coldest of the rest (lowest heat, then oldest last read, never-read first, then
    id) to the next colder tier. Residency and pins apply. A relief move only needs room under the
-   destination's capacity: a colder tier pushed above its own high mark is relieved in turn, later in the loop.
+   destination's capacity: a colder tier pushed above its own high mark is relieved in turn, later in the
+   loop.
 
 3. **Rule demotions**, coldest first (lowest heat, oldest last read, id).
 
@@ -195,8 +196,8 @@ class Decision:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "dataset_id": self.dataset_id, "label": self.label, "tier": self.tier, "outcome": str(self.outcome),
-            "detail": self.detail, "rule": self.rule, "to": self.to_tier,
+            "dataset_id": self.dataset_id, "label": self.label, "tier": self.tier,
+            "outcome": str(self.outcome), "detail": self.detail, "rule": self.rule, "to": self.to_tier,
             "eligible_at": _iso(self.eligible_at), "eligible_if_unread": self.eligible_if_unread,
         }
 
@@ -228,7 +229,8 @@ class TierProjection:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name, "rank": self.rank, "archive": self.archive, "capacity_bytes": self.capacity_bytes,
+            "name": self.name, "rank": self.rank, "archive": self.archive,
+            "capacity_bytes": self.capacity_bytes,
             "used_bytes_before": self.used_bytes_before, "used_bytes_after": self.used_bytes_after,
             "fraction_before": self.fraction_before, "fraction_after": self.fraction_after,
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
@@ -329,7 +331,10 @@ def _subject(facts: DatasetFacts, now: datetime) -> _Subject:
 
 
 class _Check(Protocol):
-    criterion: str
+    """One criterion compiled for evaluation."""
+
+    @property
+    def criterion(self) -> str: ...
 
     def holds(self, subject: _Subject) -> bool: ...
 
@@ -408,6 +413,17 @@ def _reads_of(window_days: int) -> Callable[[_Subject], float]:
     return value_of
 
 
+def _shown_as(label: str, unit: str = "") -> Callable[[float], str]:
+    """How a whole-number criterion value reads in a reason: ``idle 41 days``, ``reads_30d 0``."""
+
+    def show(value: float) -> str:
+        if not unit:
+            return f"{label} {value:.0f}"
+        return f"{label} {value:.0f} {unit if value != 1 else unit.removesuffix('s')}"
+
+    return show
+
+
 def _age_days(subject: _Subject) -> float:
     return subject.age_days
 
@@ -443,13 +459,15 @@ def _compile_criteria(criteria: Criteria) -> tuple[_Check, ...]:
     """Checks in a fixed order (time, reads, heat, size, then labels), so reasons read the same every run."""
     checks: list[_Check] = []
     if criteria.age_days is not None:
-        checks.append(_ComparisonCheck("age_days", _age_days, criteria.age_days, lambda v: f"age {v:.0f} days"))
+        checks.append(_ComparisonCheck("age_days", _age_days, criteria.age_days, _shown_as("age", "days")))
     if criteria.idle_days is not None:
-        checks.append(_ComparisonCheck("idle_days", _idle_days, criteria.idle_days, lambda v: f"idle {v:.0f} days"))
+        checks.append(
+            _ComparisonCheck("idle_days", _idle_days, criteria.idle_days, _shown_as("idle", "days"))
+        )
     for window_days in sorted(criteria.reads):
         label = f"reads_{window_days}d"
         checks.append(_ComparisonCheck(label, _reads_of(window_days), criteria.reads[window_days],
-                                       lambda v, label=label: f"{label} {v:.0f}"))  # type: ignore[misc]
+                                       _shown_as(label)))
     if criteria.heat is not None:
         checks.append(_ComparisonCheck("heat", _heat_of, criteria.heat, lambda v: f"heat {v:.2f}"))
     if criteria.size is not None:
@@ -485,10 +503,7 @@ class _CompiledRule:
         for check in self.when:
             if not check.holds(subject):
                 return False
-        for block in self.unless:
-            if all(check.holds(subject) for check in block):
-                return False
-        return True
+        return not any(all(check.holds(subject) for check in block) for block in self.unless)
 
     def reason(self, subject: _Subject) -> str:
         """The ``when`` criteria with the values seen: ``idle 41 days >= 14 and reads_30d 0 < 3``."""
@@ -593,10 +608,11 @@ class _PlanContext:
     relief: Mapping[str, _Relief]
 
     def blocker(self, facts: DatasetFacts, to_tier: str) -> _Blocker | None:
-        """Residency of the home tier and active pins below which ``to_tier`` lies; None when free to move."""
+        """Residency of the home tier and an active pin above ``to_tier``; None when free to move there."""
         outcome: Outcome | None = None
         texts: list[str] = []
-        eligible_at: datetime | None = None
+        lift_dates: list[datetime] = []
+        pinned_forever = False
         residency = self.residency.get(facts.home_tier)
         if residency is not None:
             free_at = facts.home_since + residency
@@ -605,20 +621,21 @@ class _PlanContext:
                 days = self.tier_policy_days(facts.home_tier)
                 texts.append(f"it arrived on {facts.home_tier} {_when(facts.home_since)} and "
                              f"min_residency_days {days:g} keeps it there until {_when(free_at)}")
-                eligible_at = free_at
+                lift_dates.append(free_at)
         pin = self.floor_pin(facts)
         if pin is not None and self.tiers[to_tier].rank > self.tiers[pin.tier].rank:
             outcome = Outcome.PINNED
-            until = "with no end date" if pin.until is None else f"until {_when(pin.until)}"
+            if pin.until is None:
+                pinned_forever = True
+                until = "with no end date"
+            else:
+                lift_dates.append(pin.until)
+                until = f"until {_when(pin.until)}"
             why = f" ({pin.reason})" if pin.reason else ""
             texts.append(f"it is pinned to {pin.tier} or hotter {until}{why}")
-            if pin.until is None:
-                eligible_at = None
-            elif eligible_at is not None or not texts[:-1]:
-                eligible_at = pin.until if eligible_at is None else max(eligible_at, pin.until)
         if outcome is None:
             return None
-        return _Blocker(outcome, " and ".join(texts), eligible_at)
+        return _Blocker(outcome, " and ".join(texts), None if pinned_forever else max(lift_dates))
 
     def tier_policy_days(self, tier: str) -> float:
         return self.policy.tier(tier).min_residency_days
@@ -767,9 +784,9 @@ class _Planner:
         assert knobs.high_watermark is not None and knobs.low_watermark is not None
         capacity = tier.capacity_bytes
         fraction_before = self.projected[tier.name] / capacity
-        relief_text = (f"watermark: {tier.name} at {_percent(fraction_before, distinct_from=knobs.high_watermark)}"
-                       f" > {_percent(knobs.high_watermark)}, demote coldest until < "
-                       f"{_percent(knobs.low_watermark)}")
+        usage = _percent(fraction_before, distinct_from=knobs.high_watermark)
+        relief_text = (f"watermark: {tier.name} at {usage} > {_percent(knobs.high_watermark)}, "
+                       f"demote coldest until < {_percent(knobs.low_watermark)}")
         colder = self.context.next_colder[tier.name]
         candidates: list[tuple[tuple[int, float, float, int], DatasetFacts, str, _CompiledRule | None]] = []
         for facts in self.by_tier[tier.name]:
@@ -777,11 +794,11 @@ class _Planner:
                 continue
             chosen = self.selected.get(facts.id)
             if chosen is not None:
-                compiled = chosen[0]
-                if not compiled.is_demotion:
+                selected_rule = chosen[0]
+                if not selected_rule.is_demotion:
                     continue
-                candidates.append(((0, facts.heat, _last_read_order(facts), facts.id), facts, compiled.to_tier,
-                                   compiled))
+                candidates.append(((0, facts.heat, _last_read_order(facts), facts.id), facts,
+                                   selected_rule.to_tier, selected_rule))
             elif colder is not None and self.context.blocker(facts, colder) is None:
                 candidates.append(((1, facts.heat, _last_read_order(facts), facts.id), facts, colder, None))
         candidates.sort(key=lambda candidate: candidate[0])
@@ -799,9 +816,9 @@ class _Planner:
         self.relief[tier.name] = _Relief(fraction_before, fraction_after, reached)
         if not reached:
             self.notes.append(
-                f"tier {tier.name} is at {_percent(fraction_after)} after watermark relief, not under its low "
-                f"mark {_percent(knobs.low_watermark)}: too few eligible datasets (pins, residency), or the "
-                "budget or a colder tier's capacity ran out"
+                f"tier {tier.name} is at {_percent(fraction_after)} after watermark relief, not under its "
+                f"low mark {_percent(knobs.low_watermark)}: too few eligible datasets (pins, residency), "
+                "or the budget or a colder tier's capacity ran out"
             )
 
     # steps 3 and 4 --------------------------------------------------------------------------------------
@@ -834,8 +851,10 @@ class _Planner:
             if to_tier in self.relieved:
                 knobs = self.policy.tier(to_tier)
                 assert knobs.low_watermark is not None
-                return _Limit(self.low_bytes[to_tier], Outcome.WATERMARK,
-                              f"its low watermark {_percent(knobs.low_watermark)}, to which this plan relieves it")
+                return _Limit(
+                    self.low_bytes[to_tier], Outcome.WATERMARK,
+                    f"its low watermark {_percent(knobs.low_watermark)}, to which this plan relieves it",
+                )
             if cause is MoveCause.PROMOTION and to_tier in self.high_bytes:
                 knobs = self.policy.tier(to_tier)
                 assert knobs.high_watermark is not None
@@ -931,7 +950,8 @@ def plan_moves(
     """
     _require_aware(now, "now")
     tier_list = sorted(tiers, key=lambda t: t.rank)
-    if len({t.name for t in tier_list}) != len(tier_list) or len({t.rank for t in tier_list}) != len(tier_list):
+    names, ranks = {t.name for t in tier_list}, {t.rank for t in tier_list}
+    if len(names) != len(tier_list) or len(ranks) != len(tier_list):
         raise ValueError("tier names and ranks must be unique: " +
                          ", ".join(f"{t.name}={t.rank}" for t in tier_list))
     check_policy_against_tiers(policy, tier_list)
@@ -953,7 +973,9 @@ class Decisions(Mapping[int, Decision]):
     build a million explanations.
     """
 
-    def __init__(self, recorded: Mapping[int, Decision], moved: Mapping[int, Move], context: _PlanContext) -> None:
+    def __init__(
+        self, recorded: Mapping[int, Decision], moved: Mapping[int, Move], context: _PlanContext
+    ) -> None:
         self._recorded = recorded
         self._moved = moved
         self._context = context
@@ -964,9 +986,8 @@ class Decisions(Mapping[int, Decision]):
             return decision
         move = self._moved.get(dataset_id)
         if move is not None:
-            detail = move.reason if move.rule == WATERMARK_RULE else f"rule {move.rule}: {move.reason}"
-            return Decision(move.dataset_id, move.label, move.from_tier, Outcome.MOVE,
-                            f"{move.cause} {move.from_tier} -> {move.to_tier}: {detail}",
+            detail = move.reason if move.cause is MoveCause.WATERMARK else f"rule {move.rule}: {move.reason}"
+            return Decision(move.dataset_id, move.label, move.from_tier, Outcome.MOVE, detail,
                             move.rule, move.to_tier)
         return _derive_decision(self._context, self._context.facts_by_id[dataset_id])
 
@@ -975,6 +996,10 @@ class Decisions(Mapping[int, Decision]):
 
     def __len__(self) -> int:
         return len(self._context.facts_by_id)
+
+    def move_of(self, dataset_id: int) -> Move | None:
+        """The planned move of this dataset, if any."""
+        return self._moved.get(dataset_id)
 
     def recorded(self) -> Iterator[Decision]:
         """The decisions made while planning for datasets that stay: blocked, skipped for budget, busy."""
@@ -1087,7 +1112,9 @@ def explain(plan: Plan, dataset_id: int) -> str:
     now = context.now
     subject = _subject(facts, now)
     if decision.outcome is Outcome.MOVE:
-        headline = f"moves {facts.home_tier} -> {decision.to_tier}"
+        move = plan.decisions.move_of(dataset_id)
+        assert move is not None
+        headline = f"moves {facts.home_tier} -> {decision.to_tier} ({move.cause})"
     else:
         headline = f"stays on {facts.home_tier}: {_OUTCOME_HEADLINE[decision.outcome]}"
     lines = [
@@ -1096,11 +1123,13 @@ def explain(plan: Plan, dataset_id: int) -> str:
         f"  {_next_eligible_line(decision)}",
         f"facts at {_when(now)}:",
         f"  on {facts.home_tier} since {_when(facts.home_since)} ({(now - facts.home_since).days} days); "
-        f"registered {_when(facts.created_at)} ({subject.age_days} days ago); size {format_size(facts.size_bytes)}",
+        f"registered {_when(facts.created_at)} ({subject.age_days} days ago); "
+        f"size {format_size(facts.size_bytes)}",
     ]
     last_read = "never read" if facts.last_access_at is None else f"last read {_when(facts.last_access_at)}"
     reads = ", ".join(f"{days}d {facts.reads[days]}" for days in sorted(facts.reads)) or "none counted"
-    lines.append(f"  {last_read} (idle {subject.idle_days} days); reads {reads}; heat {facts.heat:.2f} "
+    lines.append(f"  {last_read} ({_shown_as('idle', 'days')(subject.idle_days)}); reads {reads}; "
+                 f"heat {facts.heat:.2f} "
                  f"(half-life {_days_text(context.policy.heat_half_life_days)})")
     if facts.tags:
         lines.append("  tags: " + ", ".join(f"{k}={v}" for k, v in sorted(facts.tags.items())))
@@ -1139,11 +1168,11 @@ def explain(plan: Plan, dataset_id: int) -> str:
         if projection.high_watermark is not None and projection.low_watermark is not None:
             marks = (f" (high {_percent(projection.high_watermark)}, "
                      f"low {_percent(projection.low_watermark)})")
-        lines.append(f"tier {tier.name}: {_percent(before)} of {format_size(projection.capacity_bytes)} used, "
+        capacity = format_size(projection.capacity_bytes)
+        lines.append(f"tier {tier.name}: {_percent(before)} of {capacity} used, "
                      f"{_percent(after)} after this plan{marks}")
     else:
         lines.append(f"tier {tier.name}: {format_size(projection.used_bytes_before)} used, no capacity set")
     if plan.window is not None:
-        state = "open" if plan.window_open else "closed"
-        lines.append(f"window {plan.window}: {state} at {_when(now)}")
+        lines.append(f"window {plan.window}: {'open' if plan.window_open else 'closed'} at planning time")
     return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""End to end on real servers: two independent SeaweedFS servers as hot and warm, SQLite and PostgreSQL
+catalogs, a crash in the middle of a move, and a second client (minio-py) reading what we wrote."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import check_invariant, make_tree, open_app, run_cli, workspace_config, write_config
+from servers import SeaweedServer
+
+from tiering import jobs
+
+
+@pytest.fixture
+def s3_tiers(
+    seaweed: SeaweedServer, seaweed2: SeaweedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, dict[str, Any]]]:
+    run = uuid.uuid4().hex[:10]
+    hot_bucket = seaweed.make_bucket(f"hot-{run}")
+    warm_bucket = seaweed2.make_bucket(f"warm-{run}")
+    for prefix, server in (("HOT", seaweed), ("WARM", seaweed2)):
+        monkeypatch.setenv(f"{prefix}_ACCESS_KEY_ID", server.access_key)
+        monkeypatch.setenv(f"{prefix}_SECRET_ACCESS_KEY", server.secret_key)
+    yield {
+        "hot": {"rank": 0, "backend": f"s3://{hot_bucket}/nvme", "endpoint": seaweed.endpoint,
+                "credentials": {"env": "HOT"}},
+        "warm": {"rank": 1, "backend": f"s3://{warm_bucket}/nas", "endpoint": seaweed2.endpoint,
+                 "credentials": {"env": "WARM"}},
+        "cold": {"rank": 2, "backend": (tmp_path / "cold").as_uri()},
+    }
+    seaweed.remove_bucket(hot_bucket)
+    seaweed2.remove_bucket(warm_bucket)
+
+
+def _register_and_move_round_trip(tmp_path: Path, data: dict[str, Any]) -> None:
+    files = make_tree(tmp_path / "src", 40, seed=21, max_size=200_000)
+    files["weights/model.bin"] = os.urandom(12 * 2**20 + 5)  # above the multipart threshold below
+    (tmp_path / "src/weights").mkdir(exist_ok=True)
+    (tmp_path / "src/weights/model.bin").write_bytes(files["weights/model.bin"])
+    app = open_app(data)
+    try:
+        r = jobs.register(app, str(tmp_path / "src"), name="imagenet-mini", version="2024-01", tier="hot",
+                          tags={"team": "vision"})
+        assert r.members == len(files)
+        assert jobs.move(app, "imagenet-mini@2024-01", to="warm").state == "done"
+        where = jobs.resolve(app, "imagenet-mini")
+        assert (where.tier, where.url) == ("warm", f"s3://{data['tiers']['warm']['backend'][5:]}/dataset/imagenet-mini/2024-01/")
+        assert list(app.backend("hot").list("dataset/")) == []
+        for rel, payload in files.items():
+            stream = app.backend("warm").open_read(f"dataset/imagenet-mini/2024-01/{rel}")
+            assert stream.read() == payload
+            stream.close()
+        assert jobs.move(app, "imagenet-mini", to="hot").state == "done"
+        assert jobs.verify(app, "imagenet-mini").ok
+        report = check_invariant(app)
+        assert report.problems == [] and report.members == len(files)
+    finally:
+        app.close()
+
+
+def test_register_and_move_between_two_seaweed_servers_with_sqlite(
+    tmp_path: Path, s3_tiers: dict[str, Any]
+) -> None:
+    data = workspace_config(tmp_path, tiers=s3_tiers, transfer={"multipart_threshold": "8MiB", "part_size": "5MiB"})
+    _register_and_move_round_trip(tmp_path, data)
+
+
+def test_register_and_move_between_two_seaweed_servers_with_postgres(
+    tmp_path: Path, s3_tiers: dict[str, Any], postgres_url: str
+) -> None:
+    data = workspace_config(tmp_path, tiers=s3_tiers, catalog=postgres_url,
+                            transfer={"multipart_threshold": "8MiB", "part_size": "5MiB"})
+    _register_and_move_round_trip(tmp_path, data)
+
+
+def test_a_second_client_reads_our_bytes_and_digest_metadata(
+    tmp_path: Path, s3_tiers: dict[str, Any], seaweed: SeaweedServer
+) -> None:
+    from minio import Minio
+
+    files = make_tree(tmp_path / "src", 3, seed=22, min_size=1)
+    app = open_app(workspace_config(tmp_path, tiers=s3_tiers))
+    try:
+        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    finally:
+        app.close()
+    bucket, _, prefix = s3_tiers["hot"]["backend"][5:].partition("/")
+    client = Minio(seaweed.endpoint.removeprefix("http://"), access_key=seaweed.access_key,
+                   secret_key=seaweed.secret_key, secure=False, region="us-east-1")
+    from tiering.hashing import xxh3_bytes
+
+    for rel, payload in files.items():
+        obj = f"{prefix}/dataset/d/1/{rel}"
+        resp = client.get_object(bucket, obj)
+        try:
+            assert resp.read() == payload
+        finally:
+            resp.close()
+            resp.release_conn()
+        stat = client.stat_object(bucket, obj)
+        assert stat.metadata.get("x-amz-meta-xxh3-128") == xxh3_bytes(payload)
+
+
+@pytest.mark.parametrize("point", ["during_copy", "after_verify", "after_commit", "during_delete"])
+def test_kill_9_during_a_move_between_seaweed_servers_then_resume(
+    tmp_path: Path, s3_tiers: dict[str, Any], postgres_url: str, point: str
+) -> None:
+    data = workspace_config(tmp_path, tiers=s3_tiers, catalog=postgres_url,
+                            transfer={"multipart_threshold": "5MiB", "part_size": "5MiB"})
+    config = write_config(tmp_path, data)
+    files = make_tree(tmp_path / "src", 10, seed=23, max_size=50_000)
+    big = os.urandom(16 * 2**20)
+    (tmp_path / "src/big.bin").write_bytes(big)
+    app = open_app(data)
+    try:
+        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    finally:
+        app.close()
+    crashed = run_cli(config, "move", "d@1", "--to", "warm", "--no-progress", crash_at=point)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    resumed = run_cli(config, "resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    app = open_app(data)
+    try:
+        assert jobs.resolve(app, "d", record=False).tier == "warm"
+        report = check_invariant(app)
+        assert report.problems == [], report.problems
+        stream = app.backend("warm").open_read("dataset/d/1/big.bin")
+        assert stream.read() == big
+        stream.close()
+        assert report.members == len(files) + 1
+    finally:
+        app.close()
