@@ -10,7 +10,8 @@ takes one upsert per dataset-day instead of one write per read.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Generic, TypeVar
 
 from tiering.access_formats import AccessEvent
@@ -104,6 +105,14 @@ class DatasetPrefixIndex(Generic[IdT]):
         return None if found is None else found[0]
 
 
+@dataclass(frozen=True, slots=True)
+class ReadBatch(Generic[IdT]):
+    """Reads per (dataset id, UTC day), and the latest read (UTC) per dataset, ready for the catalog."""
+
+    counts: dict[tuple[IdT, date], int]
+    last_seen: dict[IdT, datetime]
+
+
 class ReadCounter(Generic[IdT]):
     """Counts reads per (dataset id, UTC day), in memory, for one batched write to the catalog.
 
@@ -119,6 +128,7 @@ class ReadCounter(Generic[IdT]):
         "_resolve_label",
         "_ignore_principals",
         "_counts",
+        "_last_seen",
         "counted",
         "internal",
         "ignored_principal",
@@ -136,6 +146,7 @@ class ReadCounter(Generic[IdT]):
         self._resolve_label = resolve_label
         self._ignore_principals = frozenset(ignore_principals)
         self._counts: dict[tuple[IdT, date], int] = {}
+        self._last_seen: dict[IdT, datetime] = {}
         self.counted = 0
         self.internal = 0
         self.ignored_principal = 0
@@ -160,8 +171,12 @@ class ReadCounter(Generic[IdT]):
         if dataset_id is None:
             self.unmatched += 1
             return None
-        day_key = (dataset_id, event.at.date())
+        at = event.at
+        day_key = (dataset_id, at.date())
         self._counts[day_key] = self._counts.get(day_key, 0) + 1
+        latest = self._last_seen.get(dataset_id)
+        if latest is None or at > latest:
+            self._last_seen[dataset_id] = at
         self.counted += 1
         return dataset_id
 
@@ -178,10 +193,13 @@ class ReadCounter(Generic[IdT]):
         """A snapshot of reads per (dataset id, UTC day) counted since creation or the last drain."""
         return dict(self._counts)
 
-    def drain(self) -> dict[tuple[IdT, date], int]:
-        """Hand over the counts and start empty, so a caller can flush in batches.
+    def drain(self) -> ReadBatch[IdT]:
+        """Hand over what was counted since creation or the last drain, and start empty.
 
-        The ``counted``/``internal``/``ignored_principal``/``unmatched`` totals are kept.
+        Lets a caller flush in batches, one upsert per dataset-day each. The ``counted``, ``internal``,
+        ``ignored_principal`` and ``unmatched`` totals keep running.
         """
-        counts, self._counts = self._counts, {}
-        return counts
+        batch = ReadBatch(self._counts, self._last_seen)
+        self._counts = {}
+        self._last_seen = {}
+        return batch

@@ -214,10 +214,15 @@ def register(
             CopyItem(src_key=f.key, dst_key=prefix + f.path, size=f.size, expected_xxh3=digests[f.path].xxh3)
             for f in files
         )
-        failures = [r for r in copier.copy_many(items, progress=progress) if not r.ok]
-        if failures:
-            # the dataset stays "registering": running the same command again overwrites and finishes it
-            raise failures[0].error or TieringError("copy failed")
+        try:
+            failures = [r for r in copier.copy_many(items, progress=progress) if not r.ok]
+            if failures:
+                raise failures[0].error or TieringError("copy failed")
+        except TieringError:
+            # a refused registration changes nothing: remove what was uploaded and the placeholder row
+            # (a crash instead leaves the row "registering"; the same command then overwrites and finishes)
+            _undo_registration(app, dst_backend, dataset_id, [prefix + f.path for f in files])
+            raise
     manifest = build_manifest(
         name=name, version=version, kind=kind, owner=owner, tags=tags, tier=tier, written_at=app.now(),
         members=[ManifestMember(f.path, f.size, digests[f.path].xxh3) for f in files],
@@ -253,6 +258,18 @@ def register(
         ))
     seconds = (app.now() - started).total_seconds()
     return RegisterResult(label, tier, len(files), total, content, adopt, seconds=seconds)
+
+
+def _undo_registration(app: App, backend: Backend, dataset_id: int, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            backend.delete(key)
+        except TieringError:
+            break  # the tier is unreachable: the keys are deterministic, a later register overwrites them
+    with app.catalog.session() as s:
+        ds = s.get(Dataset, dataset_id)
+        if ds is not None and ds.state == "registering":
+            s.delete(ds)
 
 
 def _safe_source(source: str) -> str:

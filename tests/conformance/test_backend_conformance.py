@@ -2,7 +2,8 @@
 
 The S3 backend runs twice against a real SeaweedFS bucket: with the default threshold (single PutObject
 for everything here) and with a 1-byte threshold and 5 MiB parts, so every non-empty object goes through
-the multipart path (parallel parts, completion, abort on failure).
+the multipart path (parallel parts, completion, abort on failure). S3 tests share one bucket per module,
+each under its own prefix: a new SeaweedFS bucket costs a volume allocation (~0.2 s) on its first write.
 """
 
 from __future__ import annotations
@@ -51,12 +52,12 @@ def _s3(**options: Any) -> Callable[[Path, pytest.FixtureRequest], Subject]:
     def make(tmp_path: Path, request: pytest.FixtureRequest) -> Subject:
         from tiering.backends.s3 import S3Backend
 
-        bucket = request.getfixturevalue("bucket")
-        server = bucket.server
+        server = request.getfixturevalue("seaweed")
+        bucket = request.getfixturevalue("conformance_bucket")
         backend = S3Backend(
-            bucket.name,
-            "conformance",
-            endpoint_url=bucket.endpoint,
+            bucket,
+            f"conformance/{uuid.uuid4().hex}",
+            endpoint_url=server.endpoint,
             credentials=Credentials(server.access_key, Secret(server.secret_key)),
             retries=1,
             connect_timeout=2,
@@ -73,6 +74,15 @@ def _s3(**options: Any) -> Callable[[Path, pytest.FixtureRequest], Subject]:
         return Subject(backend, "s3", read)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def conformance_bucket(seaweed: Any) -> Iterator[str]:
+    name = seaweed.make_bucket(f"conformance-{uuid.uuid4().hex[:12]}")
+    try:
+        yield name
+    finally:
+        seaweed.remove_bucket(name)
 
 
 BACKENDS = [
