@@ -27,30 +27,17 @@ from typing import NoReturn, TypeVar
 
 import pytest
 
-# tests/ is not a package (no __init__.py): pytest puts it on sys.path, so `servers` imports as a
-# top-level module; the second form keeps working if tests/ ever becomes a package
-try:
-    from servers import (
-        MotoServer,
-        SeaweedServer,
-        ServerUnavailable,
-        create_postgres_database,
-        drop_postgres_database,
-        postgres_admin_url,
-        start_moto,
-        start_seaweed,
-    )
-except ImportError:  # pragma: no cover
-    from tests.servers import (  # type: ignore[no-redef]
-        MotoServer,
-        SeaweedServer,
-        ServerUnavailable,
-        create_postgres_database,
-        drop_postgres_database,
-        postgres_admin_url,
-        start_moto,
-        start_seaweed,
-    )
+# tests/ is not a package (no __init__.py): pytest puts it on sys.path, so helpers import by bare name
+from servers import (
+    MotoServer,
+    SeaweedServer,
+    ServerUnavailable,
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_admin_url,
+    start_moto,
+    start_seaweed,
+)
 
 T = TypeVar("T")
 

@@ -109,10 +109,8 @@ class SeaweedServer:
     def make_bucket(self, name: str) -> str:
         """Create bucket ``name`` (fine if it exists) and return its name."""
         client = self.client()
-        try:
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=name)
-        except client.exceptions.BucketAlreadyOwnedByYou:
-            pass
         return name
 
     def remove_bucket(self, name: str) -> None:

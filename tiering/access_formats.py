@@ -163,7 +163,10 @@ class _Clock:
         at = datetime.fromisoformat(text)
         if at.tzinfo is None:
             raise ValueError("timestamp has no UTC offset")
-        return at.astimezone(UTC).replace(microsecond=0)
+        try:
+            return at.astimezone(UTC).replace(microsecond=0)
+        except OverflowError:
+            raise ValueError("timestamp out of range") from None
 
     def clf(self, stamp: str, offset: str) -> datetime:
         """Parse the two halves of ``[06/Feb/2019:00:00:38 +0000]`` to UTC; raise ValueError if bad."""
@@ -194,7 +197,10 @@ def _parse_clf(stamp: str, offset: str) -> datetime:
     )
     shift = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
     zone = timezone(shift if sign == "+" else -shift)
-    return local.replace(tzinfo=zone).astimezone(UTC)
+    try:
+        return local.replace(tzinfo=zone).astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time out of range") from None
 
 
 def _json_object(text: str) -> dict[str, Any] | str:

@@ -90,7 +90,9 @@ BACKENDS = [
     pytest.param(_file, id="file"),
     pytest.param(_s3(), id="s3", marks=pytest.mark.server),
     pytest.param(
-        _s3(multipart_threshold=1, part_size=PART, part_workers=2), id="s3-multipart", marks=pytest.mark.server
+        _s3(multipart_threshold=1, part_size=PART, part_workers=2),
+        id="s3-multipart",
+        marks=pytest.mark.server,
     ),
 ]
 
@@ -109,12 +111,14 @@ def backend(subject: Subject) -> Backend:
     return subject.backend
 
 
-def read_all(backend: Backend, key: str, *, offset: int = 0, length: int | None = None, chunk: int = -1) -> bytes:
+def read_all(
+    backend: Backend, key: str, *, offset: int = 0, length: int | None = None, chunk: int = -1
+) -> bytes:
     stream = backend.open_read(key, offset=offset, length=length)
     try:
         if chunk < 0:
             return stream.read()
-        parts = []
+        parts: list[bytes] = []
         while True:
             part = stream.read(chunk)
             if not part:

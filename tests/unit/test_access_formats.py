@@ -380,6 +380,19 @@ def test_hostile_lines_never_raise(fmt: str) -> None:
     assert stats.lines == len(hostile)
 
 
+def test_timestamps_out_of_range_are_malformed_not_raised() -> None:
+    owner = "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be"
+    log_line = (
+        f"{owner} b [01/Jan/0001:00:00:00 +0100] 192.0.2.3 - REQ1 REST.GET.OBJECT k "
+        '"GET /b/k HTTP/1.1" 200 - 5 5 1 1 "-" "curl/8" -'
+    )
+    _, log_stats = parse_lines([log_line], "s3-access-log")
+    jsonl_line = json.dumps({"bucket": "b", "key": "k", "at": "0001-01-01T00:00:00+01:00"})
+    _, jsonl_stats = parse_lines([jsonl_line], "jsonl")
+    assert [e.reason for e in log_stats.malformed_examples] == ["bad time: time out of range"]
+    assert [e.reason for e in jsonl_stats.malformed_examples] == ["bad at: timestamp out of range"]
+
+
 def test_streaming_updates_stats_as_lines_are_consumed() -> None:
     lines = (DATA / "access.jsonl").read_text(encoding="utf-8").splitlines()
     stats = IngestStats()

@@ -45,12 +45,14 @@ are derived on demand from the retained facts when :attr:`Plan.decisions` is rea
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from fnmatch import fnmatchcase
+from functools import partial
 from typing import Any, Protocol
 
 from tiering.config import format_size
@@ -580,9 +582,36 @@ def _days_text(days: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Blocker:
+    """Why a dataset may not leave its tier for a given destination now. Text is written only when read."""
+
     outcome: Outcome
-    text: str
-    eligible_at: datetime | None
+    home_tier: str
+    home_since: datetime
+    residency_days: float
+    #: set when minimum residency blocks: the moment it ends
+    residency_ends: datetime | None
+    #: set when a pin blocks
+    pin: Pin | None
+
+    @property
+    def eligible_at(self) -> datetime | None:
+        """When nothing blocks any more; None when a pin has no end date."""
+        if self.pin is not None and self.pin.until is None:
+            return None
+        ends = [d for d in (self.residency_ends, self.pin.until if self.pin else None) if d is not None]
+        return max(ends) if ends else None
+
+    @property
+    def text(self) -> str:
+        texts: list[str] = []
+        if self.residency_ends is not None:
+            texts.append(f"it arrived on {self.home_tier} {_when(self.home_since)} and min_residency_days "
+                         f"{self.residency_days:g} keeps it there until {_when(self.residency_ends)}")
+        if self.pin is not None:
+            until = "with no end date" if self.pin.until is None else f"until {_when(self.pin.until)}"
+            why = f" ({self.pin.reason})" if self.pin.reason else ""
+            texts.append(f"it is pinned to {self.pin.tier} or hotter {until}{why}")
+        return " and ".join(texts)
 
 
 @dataclass(slots=True)
@@ -603,39 +632,26 @@ class _PlanContext:
     tiers: Mapping[str, TierFacts]
     next_colder: Mapping[str, str | None]
     rules_by_tier: Mapping[str, tuple[_CompiledRule, ...]]
-    residency: Mapping[str, timedelta | None]
+    #: per tier, ``now - min_residency_days``: a dataset that arrived after it may not leave yet
+    residency_cutoff: Mapping[str, datetime | None]
     facts_by_id: Mapping[int, DatasetFacts]
     relief: Mapping[str, _Relief]
 
     def blocker(self, facts: DatasetFacts, to_tier: str) -> _Blocker | None:
-        """Residency of the home tier and an active pin above ``to_tier``; None when free to move there."""
-        outcome: Outcome | None = None
-        texts: list[str] = []
-        lift_dates: list[datetime] = []
-        pinned_forever = False
-        residency = self.residency.get(facts.home_tier)
-        if residency is not None:
-            free_at = facts.home_since + residency
-            if self.now < free_at:
-                outcome = Outcome.RESIDENCY
-                days = self.tier_policy_days(facts.home_tier)
-                texts.append(f"it arrived on {facts.home_tier} {_when(facts.home_since)} and "
-                             f"min_residency_days {days:g} keeps it there until {_when(free_at)}")
-                lift_dates.append(free_at)
-        pin = self.floor_pin(facts)
-        if pin is not None and self.tiers[to_tier].rank > self.tiers[pin.tier].rank:
-            outcome = Outcome.PINNED
-            if pin.until is None:
-                pinned_forever = True
-                until = "with no end date"
-            else:
-                lift_dates.append(pin.until)
-                until = f"until {_when(pin.until)}"
-            why = f" ({pin.reason})" if pin.reason else ""
-            texts.append(f"it is pinned to {pin.tier} or hotter {until}{why}")
-        if outcome is None:
+        """Residency of the home tier, or an active pin above ``to_tier``; None when free to move there."""
+        cutoff = self.residency_cutoff.get(facts.home_tier)
+        resident = cutoff is not None and facts.home_since > cutoff
+        if not resident and not facts.pins:
             return None
-        return _Blocker(outcome, " and ".join(texts), None if pinned_forever else max(lift_dates))
+        pin = self.floor_pin(facts)
+        if pin is not None and self.tiers[to_tier].rank <= self.tiers[pin.tier].rank:
+            pin = None
+        if not resident and pin is None:
+            return None
+        days = self.tier_policy_days(facts.home_tier)
+        ends = facts.home_since + timedelta(days=days) if resident else None
+        outcome = Outcome.PINNED if pin is not None else Outcome.RESIDENCY
+        return _Blocker(outcome, facts.home_tier, facts.home_since, days, ends, pin)
 
     def tier_policy_days(self, tier: str) -> float:
         return self.policy.tier(tier).min_residency_days
@@ -658,6 +674,60 @@ class _Limit:
     bytes: float
     outcome: Outcome
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """A decision made while planning; its sentence is written only if someone reads it."""
+
+    outcome: Outcome
+    build: Callable[[], Decision]
+
+
+def _move_reason(context: _PlanContext, facts: DatasetFacts, compiled: _CompiledRule | None,
+                 relief_text: str | None) -> str:
+    rule_reason = "" if compiled is None else compiled.reason(_subject(facts, context.now))
+    if relief_text is None:
+        return rule_reason
+    return relief_text if compiled is None else f"{relief_text}; rule {compiled.name}: {rule_reason}"
+
+
+def _busy_decision(facts: DatasetFacts) -> Decision:
+    return Decision(facts.id, facts.label, facts.home_tier, Outcome.BUSY,
+                    "it has an unfinished move or restore; it is planned again once that is done")
+
+
+def _blocked_decision(context: _PlanContext, facts: DatasetFacts, compiled: _CompiledRule,
+                      blocker: _Blocker) -> Decision:
+    reason = compiled.reason(_subject(facts, context.now))
+    return Decision(facts.id, facts.label, facts.home_tier, blocker.outcome,
+                    f"rule {compiled.name} wants {facts.home_tier} -> {compiled.to_tier} ({reason}), "
+                    f"but {blocker.text}",
+                    compiled.name, compiled.to_tier, blocker.eligible_at)
+
+
+def _limit_decision(context: _PlanContext, facts: DatasetFacts, to_tier: str, compiled: _CompiledRule | None,
+                    relief_text: str | None, cause: MoveCause, limit: _Limit, bytes_after: int) -> Decision:
+    capacity = context.tiers[to_tier].capacity_bytes
+    used = f" ({_percent(bytes_after / capacity)} used)" if capacity else ""
+    reason = _move_reason(context, facts, compiled, relief_text)
+    return Decision(facts.id, facts.label, facts.home_tier, limit.outcome,
+                    f"{cause} {facts.home_tier} -> {to_tier} ({reason}) would take {to_tier} to "
+                    f"{format_size(bytes_after)}{used}, above {limit.text}",
+                    WATERMARK_RULE if compiled is None else compiled.name, to_tier)
+
+
+def _budget_decision(move: Move, spent_bytes: int, planned: int, max_bytes: int | None,
+                     max_datasets: int | None) -> Decision:
+    if max_datasets is not None and planned + 1 > max_datasets:
+        spent = f"{planned} of {max_datasets} datasets already planned"
+    else:
+        spent = (f"{format_size(spent_bytes)} of {format_size(max_bytes or 0)} already planned, "
+                 f"{format_size(move.size_bytes)} more does not fit")
+    return Decision(move.dataset_id, move.label, move.from_tier, Outcome.BUDGET,
+                    f"{move.cause} {move.from_tier} -> {move.to_tier} ({move.reason}) does not fit this run's "
+                    f"budget ({spent}); it is planned again next run",
+                    move.rule, move.to_tier)
 
 
 class _Planner:
@@ -693,8 +763,8 @@ class _Planner:
                 rule, to_rank, to_rank > from_rank, _compile_criteria(rule.when),
                 tuple(_compile_criteria(block) for block in rule.unless),
             ))
-        residency = {
-            name: timedelta(days=policy.tier(name).min_residency_days)
+        residency_cutoff = {
+            name: now - timedelta(days=policy.tier(name).min_residency_days)
             if policy.tier(name).min_residency_days > 0 else None
             for name in self.order
         }
@@ -705,44 +775,43 @@ class _Planner:
             next_colder={name: (self.order[i + 1] if i + 1 < len(self.order) else None)
                          for i, name in enumerate(self.order)},
             rules_by_tier={name: tuple(rules) for name, rules in rules_by_tier.items()},
-            residency=residency, facts_by_id=self.facts_by_id, relief=self.relief,
+            residency_cutoff=residency_cutoff, facts_by_id=self.facts_by_id, relief=self.relief,
         )
         self.by_tier: dict[str, list[DatasetFacts]] = {name: [] for name in self.order}
-        #: datasets a rule selected and nothing blocked yet: id -> (rule, reason)
-        self.selected: dict[int, tuple[_CompiledRule, str]] = {}
-        self.recorded: dict[int, Decision] = {}
+        #: datasets a rule selected and nothing blocked: id -> the rule
+        self.selected: dict[int, _CompiledRule] = {}
+        self.recorded: dict[int, _Deferred] = {}
         self.moves: list[Move] = []
         self.moved: dict[int, Move] = {}
         self.skipped: list[Move] = []
-        self.archived_count = 0
         self.relieved: set[str] = set()
         self.spent_bytes = 0
-        budget = policy.budget
-        self.max_bytes = budget.max_bytes
-        self.max_datasets = budget.max_datasets
+        self.max_bytes = policy.budget.max_bytes
+        self.max_datasets = policy.budget.max_datasets
 
     # step 1 ---------------------------------------------------------------------------------------------
 
     def evaluate(self, datasets: Iterable[DatasetFacts]) -> None:
         now = self.now
-        rules_by_tier = self.context.rules_by_tier
+        context = self.context
+        rules_by_tier = context.rules_by_tier
+        facts_by_id = self.facts_by_id
+        by_tier = self.by_tier
         for facts in datasets:
-            if facts.id in self.facts_by_id:
-                raise ValueError(f"dataset id {facts.id} appears twice in the facts ({facts.label})")
-            self.facts_by_id[facts.id] = facts
-            tier = self.tiers.get(facts.home_tier)
-            if tier is None:
-                raise TierNotFound(facts.home_tier, self.order)
-            self.by_tier[facts.home_tier].append(facts)
+            dataset_id = facts.id
+            if dataset_id in facts_by_id:
+                raise ValueError(f"dataset id {dataset_id} appears twice in the facts ({facts.label})")
+            facts_by_id[dataset_id] = facts
+            home = facts.home_tier
+            try:
+                by_tier[home].append(facts)
+            except KeyError:
+                raise TierNotFound(home, self.order) from None
             if facts.busy:
-                self.record(facts, Outcome.BUSY, "it has an unfinished move or restore; it is planned again "
-                                                 "once that finishes")
+                self.recorded[dataset_id] = _Deferred(Outcome.BUSY, partial(_busy_decision, facts))
                 continue
-            if tier.archive:
-                self.archived_count += 1
-                continue
-            rules = rules_by_tier.get(facts.home_tier)
-            if not rules:
+            rules = rules_by_tier.get(home)  # an archive tier has none (check_policy_against_tiers)
+            if rules is None:
                 continue
             subject = _subject(facts, now)
             for compiled in rules:
@@ -750,20 +819,13 @@ class _Planner:
                     break
             else:
                 continue
-            reason = compiled.reason(subject)
-            blocker = self.context.blocker(facts, compiled.to_tier)
+            blocker = context.blocker(facts, compiled.to_tier)
             if blocker is None:
-                self.selected[facts.id] = (compiled, reason)
+                self.selected[dataset_id] = compiled
             else:
-                self.record(facts, blocker.outcome,
-                            f"rule {compiled.name} wants {facts.home_tier} -> {compiled.to_tier} ({reason}), "
-                            f"but {blocker.text}",
-                            rule=compiled.name, to_tier=compiled.to_tier, eligible_at=blocker.eligible_at)
-
-    def record(self, facts: DatasetFacts, outcome: Outcome, detail: str, *, rule: str | None = None,
-               to_tier: str | None = None, eligible_at: datetime | None = None) -> None:
-        self.recorded[facts.id] = Decision(facts.id, facts.label, facts.home_tier, outcome, detail,
-                                           rule, to_tier, eligible_at)
+                self.recorded[dataset_id] = _Deferred(
+                    blocker.outcome, partial(_blocked_decision, context, facts, compiled, blocker)
+                )
 
     # step 2 ---------------------------------------------------------------------------------------------
 
@@ -772,13 +834,12 @@ class _Planner:
             tier = self.tiers[tier_name]
             high = self.high_bytes.get(tier_name)
             low = self.low_bytes.get(tier_name)
-            if high is None or low is None or tier.archive or not tier.capacity_bytes:
+            if high is None or low is None or tier.archive:
                 continue
-            if self.projected[tier_name] <= high:
-                continue
-            self.relieve(tier, high, low)
+            if self.projected[tier_name] > high:
+                self.relieve(tier, low)
 
-    def relieve(self, tier: TierFacts, high: float, low: float) -> None:
+    def relieve(self, tier: TierFacts, low: float) -> None:
         assert tier.capacity_bytes
         knobs = self.policy.tier(tier.name)
         assert knobs.high_watermark is not None and knobs.low_watermark is not None
@@ -788,28 +849,25 @@ class _Planner:
         relief_text = (f"watermark: {tier.name} at {usage} > {_percent(knobs.high_watermark)}, "
                        f"demote coldest until < {_percent(knobs.low_watermark)}")
         colder = self.context.next_colder[tier.name]
-        candidates: list[tuple[tuple[int, float, float, int], DatasetFacts, str, _CompiledRule | None]] = []
+        # A heap, not a sort: relief usually needs only the coldest few of a large tier.
+        heap: list[tuple[int, float, float, int, int]] = []
+        payload: list[tuple[DatasetFacts, str, _CompiledRule | None]] = []
         for facts in self.by_tier[tier.name]:
             if facts.busy or facts.id in self.recorded or facts.id in self.moved:
                 continue
-            chosen = self.selected.get(facts.id)
-            if chosen is not None:
-                selected_rule = chosen[0]
+            selected_rule = self.selected.get(facts.id)
+            if selected_rule is not None:
                 if not selected_rule.is_demotion:
                     continue
-                candidates.append(((0, facts.heat, _last_read_order(facts), facts.id), facts,
-                                   selected_rule.to_tier, selected_rule))
+                heap.append((0, facts.heat, _last_read_order(facts), facts.id, len(payload)))
+                payload.append((facts, selected_rule.to_tier, selected_rule))
             elif colder is not None and self.context.blocker(facts, colder) is None:
-                candidates.append(((1, facts.heat, _last_read_order(facts), facts.id), facts, colder, None))
-        candidates.sort(key=lambda candidate: candidate[0])
-        for _, facts, to_tier, compiled in candidates:
-            if self.projected[tier.name] < low:
-                break
-            if compiled is None:
-                self.try_move(facts, to_tier, WATERMARK_RULE, relief_text, MoveCause.WATERMARK)
-            else:
-                reason = f"{relief_text}; rule {compiled.name}: {self.selected[facts.id][1]}"
-                self.try_move(facts, to_tier, compiled.name, reason, MoveCause.WATERMARK)
+                heap.append((1, facts.heat, _last_read_order(facts), facts.id, len(payload)))
+                payload.append((facts, colder, None))
+        heapq.heapify(heap)
+        while heap and self.projected[tier.name] >= low:
+            facts, to_tier, selected_rule = payload[heapq.heappop(heap)[-1]]
+            self.try_move(facts, to_tier, selected_rule, MoveCause.WATERMARK, relief_text)
         fraction_after = self.projected[tier.name] / capacity
         reached = self.projected[tier.name] < low
         self.relieved.add(tier.name)
@@ -824,23 +882,23 @@ class _Planner:
     # steps 3 and 4 --------------------------------------------------------------------------------------
 
     def apply_rule_moves(self) -> None:
-        demotions: list[tuple[tuple[float, float, int], DatasetFacts, _CompiledRule, str]] = []
-        promotions: list[tuple[tuple[float, float, int], DatasetFacts, _CompiledRule, str]] = []
-        for dataset_id, (compiled, reason) in self.selected.items():
+        demotions: list[tuple[float, float, int, DatasetFacts, _CompiledRule]] = []
+        promotions: list[tuple[float, float, int, DatasetFacts, _CompiledRule]] = []
+        for dataset_id, compiled in self.selected.items():
             if dataset_id in self.moved or dataset_id in self.recorded:
                 continue
             facts = self.facts_by_id[dataset_id]
             last_read = _last_read_order(facts)
             if compiled.is_demotion:
-                demotions.append(((facts.heat, last_read, dataset_id), facts, compiled, reason))
+                demotions.append((facts.heat, last_read, dataset_id, facts, compiled))
             else:
-                promotions.append(((-facts.heat, -last_read, dataset_id), facts, compiled, reason))
-        demotions.sort(key=lambda candidate: candidate[0])
-        promotions.sort(key=lambda candidate: candidate[0])
-        for _, facts, compiled, reason in demotions:
-            self.try_move(facts, compiled.to_tier, compiled.name, reason, MoveCause.DEMOTION)
-        for _, facts, compiled, reason in promotions:
-            self.try_move(facts, compiled.to_tier, compiled.name, reason, MoveCause.PROMOTION)
+                promotions.append((-facts.heat, -last_read, dataset_id, facts, compiled))
+        demotions.sort(key=_sort_key)
+        promotions.sort(key=_sort_key)
+        for *_, facts, compiled in demotions:
+            self.try_move(facts, compiled.to_tier, compiled, MoveCause.DEMOTION)
+        for *_, facts, compiled in promotions:
+            self.try_move(facts, compiled.to_tier, compiled, MoveCause.PROMOTION)
 
     # moving ---------------------------------------------------------------------------------------------
 
@@ -864,30 +922,27 @@ class _Planner:
             return None
         return _Limit(capacity, Outcome.DESTINATION_FULL, f"its capacity {format_size(capacity)}")
 
-    def try_move(self, facts: DatasetFacts, to_tier: str, rule: str, reason: str, cause: MoveCause) -> bool:
+    def try_move(self, facts: DatasetFacts, to_tier: str, compiled: _CompiledRule | None, cause: MoveCause,
+                 relief_text: str | None = None) -> bool:
+        """Plan the move if the destination has room and the budget allows; else record why not."""
         size = facts.size_bytes
         limit = self.inbound_limit(to_tier, cause)
         if limit is not None and self.projected[to_tier] + size > limit.bytes:
-            capacity = self.tiers[to_tier].capacity_bytes
-            after = self.projected[to_tier] + size
-            reached = (f" ({_percent(after / capacity)} used)" if capacity else "")
-            self.record(facts, limit.outcome,
-                        f"{cause} {facts.home_tier} -> {to_tier} ({reason}) would take {to_tier} to "
-                        f"{format_size(after)}{reached}, above {limit.text}",
-                        rule=rule, to_tier=to_tier)
+            self.recorded[facts.id] = _Deferred(limit.outcome, partial(
+                _limit_decision, self.context, facts, to_tier, compiled, relief_text, cause, limit,
+                self.projected[to_tier] + size,
+            ))
             return False
-        move = Move(facts.id, facts.label, facts.home_tier, to_tier, size, rule, reason, cause)
+        move = Move(facts.id, facts.label, facts.home_tier, to_tier, size,
+                    WATERMARK_RULE if compiled is None else compiled.name,
+                    _move_reason(self.context, facts, compiled, relief_text), cause)
         over_datasets = self.max_datasets is not None and len(self.moves) + 1 > self.max_datasets
         over_bytes = self.max_bytes is not None and self.spent_bytes + size > self.max_bytes
         if over_datasets or over_bytes:
             self.skipped.append(move)
-            spent = (f"{len(self.moves)} of {self.max_datasets} datasets" if over_datasets else
-                     f"{format_size(self.spent_bytes)} of {format_size(self.max_bytes or 0)} planned, "
-                     f"{format_size(size)} more does not fit")
-            self.record(facts, Outcome.BUDGET,
-                        f"{cause} {facts.home_tier} -> {to_tier} ({reason}) does not fit this run's budget "
-                        f"({spent}); it is planned again next run",
-                        rule=rule, to_tier=to_tier)
+            self.recorded[facts.id] = _Deferred(Outcome.BUDGET, partial(
+                _budget_decision, move, self.spent_bytes, len(self.moves), self.max_bytes, self.max_datasets,
+            ))
             return False
         self.moves.append(move)
         self.moved[facts.id] = move
@@ -916,9 +971,11 @@ class _Planner:
             ))
         counts = dict.fromkeys(Outcome, 0)
         counts[Outcome.MOVE] = len(self.moves)
-        for decision in self.recorded.values():
-            counts[decision.outcome] += 1
-        counts[Outcome.ARCHIVED] = self.archived_count
+        for deferred in self.recorded.values():
+            counts[deferred.outcome] += 1
+        counts[Outcome.ARCHIVED] = sum(
+            1 for name in self.order if self.tiers[name].archive for facts in self.by_tier[name] if not facts.busy
+        )
         counts[Outcome.NO_RULE] = len(self.facts_by_id) - sum(counts.values())
         window = self.policy.budget.window
         window_open = window is None or window.contains(self.now.astimezone(window_timezone).time())
@@ -930,6 +987,10 @@ class _Planner:
             decisions=Decisions(self.recorded, self.moved, self.context),
             outcome_counts=counts, notes=tuple(self.notes),
         )
+
+
+def _sort_key(candidate: tuple[float, float, int, DatasetFacts, _CompiledRule]) -> tuple[float, float, int]:
+    return candidate[0], candidate[1], candidate[2]
 
 
 def plan_moves(
@@ -968,22 +1029,21 @@ def plan_moves(
 class Decisions(Mapping[int, Decision]):
     """Every dataset's :class:`Decision`, by dataset id.
 
-    Moves and blocked datasets were decided while planning; the decisions of datasets that simply stay
-    (no rule matched, on an archive tier) are derived when read, so planning a million datasets does not
-    build a million explanations.
+    Decisions are written when read: planning a million datasets does not build a million sentences.
+    Those of datasets that simply stay (no rule matched, on an archive tier) are derived from the facts.
     """
 
     def __init__(
-        self, recorded: Mapping[int, Decision], moved: Mapping[int, Move], context: _PlanContext
+        self, recorded: Mapping[int, _Deferred], moved: Mapping[int, Move], context: _PlanContext
     ) -> None:
         self._recorded = recorded
         self._moved = moved
         self._context = context
 
     def __getitem__(self, dataset_id: int) -> Decision:
-        decision = self._recorded.get(dataset_id)
-        if decision is not None:
-            return decision
+        deferred = self._recorded.get(dataset_id)
+        if deferred is not None:
+            return deferred.build()
         move = self._moved.get(dataset_id)
         if move is not None:
             detail = move.reason if move.cause is MoveCause.WATERMARK else f"rule {move.rule}: {move.reason}"
@@ -1003,7 +1063,7 @@ class Decisions(Mapping[int, Decision]):
 
     def recorded(self) -> Iterator[Decision]:
         """The decisions made while planning for datasets that stay: blocked, skipped for budget, busy."""
-        return iter(self._recorded.values())
+        return (deferred.build() for deferred in self._recorded.values())
 
 
 def _observed_values(rules: Sequence[_CompiledRule], subject: _Subject) -> str:
