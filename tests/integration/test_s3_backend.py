@@ -118,6 +118,9 @@ def test_interrupted_multipart_upload_is_aborted_on_the_server(bucket: Any) -> N
             self.sent += n
             return b"k" * n
 
+        def close(self) -> None:
+            pass
+
     with pytest.raises(KeyboardInterrupt):
         backend.put("interrupted", InterruptingBody(), size=20 * MiB)
     uploads = bucket.server.client().list_multipart_uploads(Bucket=bucket.name).get("Uploads") or []
