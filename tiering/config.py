@@ -170,7 +170,7 @@ class TierConfig(_Strict):
             raise ValueError(f"expected a URL starting with s3://, file:// or memory://, got {v!r}")
         if scheme == "s3" and not urlparse(v).netloc:
             raise ValueError(f"an s3:// URL needs a bucket: {v!r}")
-        if scheme == "file" and not urlparse(v).path.startswith("/"):
+        if scheme == "file" and (urlparse(v).netloc not in ("", "localhost") or not urlparse(v).path.startswith("/")):
             raise ValueError(f"a file:// URL needs an absolute path (file:///abs/path): {v!r}")
         return v
 
