@@ -22,7 +22,9 @@ from tiering.hashing import hash_stream
 from tiering.layout import MANIFEST_DIR
 
 
-def make_tree(root: Path, files: int = 20, *, seed: int = 0, min_size: int = 0, max_size: int = 50_000) -> dict[str, bytes]:
+def make_tree(
+    root: Path, files: int = 20, *, seed: int = 0, min_size: int = 0, max_size: int = 50_000
+) -> dict[str, bytes]:
     """Random files under ``root`` (some in subdirectories); returns relative path -> bytes."""
     rng = random.Random(seed)
     out: dict[str, bytes] = {}

@@ -331,23 +331,29 @@ def _iter_minio_audit(lines: Iterable[str], stats: IngestStats) -> Iterator[Acce
 
 
 def _minio_classic_head(line: str) -> dict[str, Any] | None:
-    """The members of a classic audit entry that a read needs, decoding a third of the line; or None.
+    """The members of a classic audit entry that a read needs, decoding a fraction of the line; or None.
 
-    Most of a GetObject entry is request and response headers, after ``api``. Decoding only the text
-    up to the first ``}`` after ``"api":{``, closed with one more ``}``, gives the same ``time`` and
-    ``api`` as decoding the whole line, and it only succeeds when that ``api`` is a flat member of the
-    top-level object: a cut inside a string, or inside a deeper object, leaves the text unbalanced. The
-    top-level ``accessKey`` comes last; it is taken by position, and the caller decodes the whole
-    line (None here) whenever the line does not end the way a classic entry does.
+    Most of a GetObject entry is timings, then request and response headers, after ``statusCode``.
+    The text up to ``,"rx":`` (the member after ``statusCode``) closed with ``}}``, or else up to the
+    first ``}`` after ``"api":{`` closed with ``}``, decodes to the same ``time`` and ``api`` members as
+    the whole line, and it decodes at all only when that ``api`` is a flat member of the top-level
+    object: a cut inside a string, or inside a deeper object or list, leaves the text unbalanced. The
+    top-level ``accessKey`` comes last; it is taken by position. None (decode the whole line) whenever
+    any of this does not hold.
     """
     start = line.find('"api":{')
     if start < 0:
         return None
-    end = line.find("}", start)
-    if end < 0:
+    close = line.find("}", start)
+    stop = line.find(',"rx":', start)
+    if stop >= 0 and (close < 0 or stop < close):
+        text = line[:stop] + "}}"
+    elif close >= 0:
+        text = line[: close + 1] + "}"
+    else:
         return None
     try:
-        head = json.loads(line[: end + 1] + "}")
+        head = json.loads(text)
     except (ValueError, RecursionError):
         return None
     if not isinstance(head, dict) or not isinstance(head.get("api"), dict):

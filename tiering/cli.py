@@ -83,7 +83,6 @@ def progress_display(label: str, enabled: bool) -> Iterator[Progress]:
     from rich.progress import (
         BarColumn,
         DownloadColumn,
-        MofNCompleteColumn,
         TextColumn,
         TimeRemainingColumn,
         TransferSpeedColumn,
@@ -195,7 +194,8 @@ def init(c: Context, catalog: str | None, tiers_dir: str | None) -> None:
 @pass_ctx
 def migrate(c: Context) -> None:
     """Upgrade the catalog schema to this version (safe to run again)."""
-    from tiering.catalog.db import create_catalog_engine, migrate as run_migrate, redact_url, schema_status
+    from tiering.catalog.db import create_catalog_engine, redact_url, schema_status
+    from tiering.catalog.db import migrate as run_migrate
 
     config = c.config()
     engine = create_catalog_engine(config.catalog_url())
@@ -304,7 +304,8 @@ def show(c: Context, args: tuple[str, ...], out: str | None, member_limit: int, 
 
     For a dataset: files, bytes, home tier, replicas per tier and state, digests, move jobs and history.
     """
-    from tiering.jobs import read_member, show as do_show
+    from tiering.jobs import read_member
+    from tiering.jobs import show as do_show
 
     app = c.app()
     if args[0] == "member":
@@ -349,7 +350,8 @@ def show(c: Context, args: tuple[str, ...], out: str | None, member_limit: int, 
     click.echo("  history")
     for h in d.history:
         arrow = f" {h['from'] or ''}->{h['to'] or ''}" if h["from"] or h["to"] else ""
-        click.echo(f"    {h['at'][:19]}  {h['action']}{arrow}  {format_size(h['bytes'])}  {h['result']}  by {h['actor']}")
+        click.echo(f"    {h['at'][:19]}  {h['action']}{arrow}  {format_size(h['bytes'])}  {h['result']}"
+                   f"  by {h['actor']}")
 
 
 @cli.command()
@@ -419,7 +421,7 @@ def _interrupt_sets(stop: threading.Event) -> Iterator[None]:
     """First Ctrl-C / SIGTERM: stop starting new copies and leave the job resumable. Second: abort."""
     import signal
 
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def handler(signum: int, frame: Any) -> None:
         if stop.is_set():

@@ -102,7 +102,8 @@ def run_demo(workdir: str | None, *, echo: Callable[[str], None] = print) -> Non
 
         say("history of imagenet-mini@2024-01")
         for h in jobs.show(app, "imagenet-mini@2024-01").history:
-            echo(f"    {h['action']:9} {h['from'] or '':5}-> {h['to'] or '':5} {format_size(h['bytes']):>10}  {h['result']}")
+            route = f"{h['from'] or '':5}-> {h['to'] or '':5}"
+            echo(f"    {h['action']:9} {route} {format_size(h['bytes']):>10}  {h['result']}")
     finally:
         app.close()
         if not keep:

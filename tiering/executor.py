@@ -32,11 +32,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from tiering.app import App
-from tiering.backends.base import Backend
+from tiering.backends.base import Backend, ReadStream
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, MoveStep, Replica, Tier
 from tiering.catalog.states import (
     UNFINISHED_JOB_STATES,
@@ -58,6 +58,7 @@ from tiering.errors import (
 )
 from tiering.faults import crash_armed, crash_point
 from tiering.layout import ManifestMember, build_manifest, dataset_prefix, manifest_key
+from tiering.packing import MemberSource, layout_shard, plan_shards, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +111,20 @@ class JobOutcome:
 class _CrashingReader:
     """Passes bytes through and hits the ``during_copy`` crash point halfway through a member."""
 
-    def __init__(self, raw: io.RawIOBase | object, size: int) -> None:
+    def __init__(self, raw: ReadStream, size: int) -> None:
         self._raw = raw
         self._half = max(1, size // 2)
         self._seen = 0
 
     def read(self, n: int = -1, /) -> bytes:
-        data: bytes = self._raw.read(n)  # type: ignore[attr-defined]
+        data = self._raw.read(n)
         self._seen += len(data)
         if self._seen >= self._half:
             crash_point("during_copy")
         return data
 
     def close(self) -> None:
-        self._raw.close()  # type: ignore[attr-defined]
+        self._raw.close()
 
 
 class _CrashingSource:
@@ -133,7 +134,7 @@ class _CrashingSource:
         self._inner = inner
         self.url = inner.url
 
-    def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> object:
+    def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
         info_size = length if length is not None else self._inner.head(key).size
         return _CrashingReader(self._inner.open_read(key, offset=offset, length=length), info_size)
 
@@ -187,20 +188,38 @@ class Executor:
             )
             s.add(job)
             s.flush()
-            members = s.execute(select(Member.id, Member.path).where(Member.dataset_id == ds.id)).all()
+            # steps in the order of their source objects: members of one shard are read one after another
+            members = s.execute(
+                select(Member.id, Member.path, Member.size)
+                .outerjoin(Replica, and_(Replica.member_id == Member.id, Replica.tier_id == ds.home_tier_id))
+                .where(Member.dataset_id == ds.id)
+                .order_by(Replica.key, Replica.shard_offset, Member.path)
+            ).all()
+            packed = self._shard_placements(dst_tier, prefix, [(path, size) for _, path, size in members])
             if members:
                 s.execute(
-                    MoveStep.__table__.insert(),
+                    insert(MoveStep),
                     [
                         {"job_id": job.id, "member_id": mid, "state": StepState.PLANNED,
-                         "dst_key": prefix + path, "epoch": 0, "attempts": 0, "updated_at": now}
-                        for mid, path in members
+                         "dst_key": packed[path][0] if path in packed else prefix + path,
+                         "dst_offset": packed[path][1] if path in packed else None,
+                         "epoch": 0, "attempts": 0, "updated_at": now}
+                        for mid, path, _size in members
                     ],
                 )
-            ds.state = "moving"
+            if purpose == "move":  # a restore stages copies elsewhere; the dataset stays where it is
+                ds.state = "moving"
             job_id = job.id
         crash_point("after_plan")
         return job_id
+
+    def _shard_placements(self, dst_tier: str, prefix: str, members: list[tuple[str, int]]) -> dict[str, tuple[str, int]]:
+        """For an archive destination: member path -> (shard key, offset of its bytes); empty otherwise."""
+        tier = self.app.config.tier(dst_tier)
+        if not tier.archive:
+            return {}
+        shards = plan_shards(members, threshold=tier.pack_threshold, shard_size=tier.shard_size)
+        return {e.path: (prefix + shard.name, e.data_offset) for shard in shards for e in shard.entries}
 
     # ---------------------------------------------------------------- running a job
 
@@ -226,11 +245,18 @@ class Executor:
                 job.state = JobState.RUNNING
                 job.updated_at = self.app.now()
             state = job.state
+            purpose = job.purpose
         if progress is not None:
             progress.total_bytes = outcome.bytes
             progress.total_objects = outcome.members
         if state == JobState.RUNNING:
             state = self._copy_phase(job_id, src.name, dst.name, outcome, progress, stop)
+        if purpose == "restore":
+            # a restore only stages verified copies: tiering.restore commits them with their expiry, the
+            # dataset's home never moves and the source is never deleted
+            outcome.state = state
+            outcome.seconds = (self.app.now() - started).total_seconds()
+            return outcome
         if state == JobState.RUNNING and not (stop and stop.is_set()):
             state = self._commit(job_id)
         if state == JobState.COMMITTED:
@@ -248,6 +274,7 @@ class Executor:
             .where(
                 MoveStep.job_id == job_id,
                 MoveStep.state.in_([StepState.PLANNED, StepState.COPYING]),
+                MoveStep.dst_offset.is_(None),  # members packed into a shard are claimed by _claim_shard
             )
             .order_by(MoveStep.id)
             .limit(limit * 4)
@@ -298,7 +325,7 @@ class Executor:
             if mid not in existing
         ]
         if new_rows:
-            s.execute(Replica.__table__.insert(), new_rows)
+            s.execute(insert(Replica), new_rows)
         s.execute(
             update(Replica)
             .where(
@@ -329,17 +356,23 @@ class Executor:
             prefix = dataset_prefix(ds.kind, ds.name, ds.version)
         with contextlib.suppress(TieringError):
             dst_backend.abort_incomplete(prefix)
+        source: Backend = _CrashingSource(src_backend) if crash_armed("during_copy") else src_backend  # type: ignore[assignment]
+        dst_archive = self.app.config.tier(dst_name).archive
         copier = Copier(
-            _CrashingSource(src_backend) if crash_armed("during_copy") else src_backend,  # type: ignore[arg-type]
+            source,
             dst_backend,
             workers=self.transfer.workers,
-            verify=self.transfer.verify,
+            # an archive-class object cannot be read before a restore: trust the streamed hash and the size
+            verify="stream" if dst_archive == "glacier" else self.transfer.verify,
         )
         internal_stop = threading.Event()
         heartbeat = threading.Thread(target=self._heartbeat, args=(job_id, internal_stop), daemon=True)
         heartbeat.start()
         lease_lost = False
         try:
+            if dst_archive:
+                self._copy_shards(job_id, source, dst_backend, copier.verify, outcome, progress,
+                                  internal_stop, stop)
             items = self._claimed_items(job_id, src_tier_id, dst_tier_id, internal_stop, stop)
             for result in copier.copy_many(items, progress=progress, stop=internal_stop):
                 try:
@@ -349,6 +382,8 @@ class Executor:
                     internal_stop.set()
                 if not result.ok and not _retryable(result):
                     internal_stop.set()
+        except LeaseLost:
+            lease_lost = True
         finally:
             internal_stop.set()
             heartbeat.join(timeout=5)
@@ -507,17 +542,24 @@ class Executor:
                 return str(job.state)  # another worker still owns some steps
             ds = s.get_one(Dataset, job.dataset_id)
             dst = s.get_one(Tier, job.dst_tier_id)
+            label, ds_prefix, src_id, dst_id = ds.label, dataset_prefix(ds.kind, ds.name, ds.version), \
+                job.src_tier_id, job.dst_tier_id
             rows = s.execute(
-                select(Member.path, Member.size, Member.xxh3, Member.md5, Member.sha256)
+                select(Member.path, Member.size, Member.xxh3, Member.md5, Member.sha256, Replica.key,
+                       Replica.shard_offset)
+                .outerjoin(Replica, and_(Replica.member_id == Member.id, Replica.tier_id == dst_id))
                 .where(Member.dataset_id == ds.id)
             ).all()
+            # a packed member's shard is recorded relative to the dataset's directory
             manifest = build_manifest(
                 name=ds.name, version=ds.version, kind=ds.kind, owner=ds.owner, tags=dict(ds.tags),
                 tier=dst.name, written_at=self.app.now(),
-                members=[ManifestMember(p, sz, x, m5, s2) for p, sz, x, m5, s2 in rows],
+                members=[
+                    ManifestMember(p, sz, x, m5, s2, shard=key.removeprefix(ds_prefix) if off is not None else None,
+                                   offset=off)
+                    for p, sz, x, m5, s2, key, off in rows
+                ],
             )
-            label, ds_prefix, src_id, dst_id = ds.label, dataset_prefix(ds.kind, ds.name, ds.version), \
-                job.src_tier_id, job.dst_tier_id
         dst_backend = self.app.backend(dst.name)
         dst_backend.put(manifest_key(ds_prefix), io.BytesIO(manifest), size=len(manifest))
         crash_point("before_commit")
@@ -531,7 +573,8 @@ class Executor:
             s.execute(
                 update(Replica)
                 .where(Replica.tier_id == dst_id, Replica.member_id.in_(member_ids))
-                .values(state=ReplicaState.LIVE)
+                # a staged restore copy that becomes the home copy no longer expires
+                .values(state=ReplicaState.LIVE, expires_at=None)
             )
             s.execute(
                 update(Replica)
@@ -657,11 +700,12 @@ class Executor:
             ))
 
     def unfinished_jobs(self) -> list[int]:
+        """Unfinished move jobs; restore jobs are driven by :func:`tiering.restore.dispatch_restores`."""
         with self.app.catalog.session() as s:
             return list(
                 s.scalars(
                     select(MoveJob.id)
-                    .where(MoveJob.state.in_([str(x) for x in UNFINISHED_JOB_STATES]))
+                    .where(MoveJob.state.in_([str(x) for x in UNFINISHED_JOB_STATES]), MoveJob.purpose == "move")
                     .order_by(MoveJob.id)
                 )
             )

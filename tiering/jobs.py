@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
 
 from tiering.access import record_read
 from tiering.app import App
@@ -54,7 +55,7 @@ ProgressFactory = Callable[[str, Progress], Any]
 # ------------------------------------------------------------------------------------------ lookups
 
 
-def find_dataset(session: Any, label: str) -> Dataset:
+def find_dataset(session: Session, label: str) -> Dataset:
     """``name@version`` or ``name`` (the newest registered version). Raises DatasetNotFound."""
     name, version = parse_label(label)
     stmt = select(Dataset).where(Dataset.name == name, Dataset.state != "deleted")
@@ -68,7 +69,7 @@ def find_dataset(session: Any, label: str) -> Dataset:
     return ds
 
 
-def _tier_row(session: Any, app: App, name: str) -> Tier:
+def _tier_row(session: Session, app: App, name: str) -> Tier:
     app.config.tier(name)  # raises TierNotFound with the list of configured tiers
     return session.scalars(select(Tier).where(Tier.name == name)).one()
 
@@ -236,10 +237,10 @@ def register(
             {"dataset_id": dataset_id, "path": f.path, "size": f.size, "xxh3": digests[f.path].xxh3}
             for f in files
         ]
-        s.execute(Member.__table__.insert(), member_rows)
+        s.execute(insert(Member), member_rows)
         ids = dict(s.execute(select(Member.path, Member.id).where(Member.dataset_id == dataset_id)).all())
         s.execute(
-            Replica.__table__.insert(),
+            insert(Replica),
             [
                 {"member_id": ids[f.path], "tier_id": ds.home_tier_id,
                  "key": f.key if adopt else prefix + f.path, "state": ReplicaState.LIVE, "verified_at": now}
@@ -572,7 +573,9 @@ def show(app: App, label: str, *, member_limit: int = 20) -> DatasetDetail:
             replicas.setdefault(tier_name, {})[state] = n
         members = [
             {"path": m.path, "size": m.size, "xxh3_128": m.xxh3}
-            for m in s.scalars(select(Member).where(Member.dataset_id == d.id).order_by(Member.path).limit(member_limit))
+            for m in s.scalars(
+                select(Member).where(Member.dataset_id == d.id).order_by(Member.path).limit(member_limit)
+            )
         ]
         history = [
             {"at": a.at.isoformat(), "actor": a.actor, "action": a.action, "from": a.from_tier, "to": a.to_tier,

@@ -158,6 +158,7 @@ def upgrade() -> None:
     sa.Column('member_id', sa.Integer(), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False, comment='planned | copying | verified | committed | source_deleted | failed'),
     sa.Column('dst_key', sa.String(length=2048), nullable=False, comment='deterministic destination key'),
+    sa.Column('dst_offset', sa.BigInteger(), nullable=True, comment="where the member's bytes start inside the destination shard; NULL: a single object"),
     sa.Column('lease_owner', sa.String(length=128), nullable=True),
     sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True),
     sa.Column('epoch', sa.Integer(), nullable=False, comment='bumped by every claim; fences stale workers'),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -87,7 +86,8 @@ def _one_line_error(err: str) -> str:
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
-        (["move", "imagenet-mini", "--to", "lukewarm"], 3, "unknown tier 'lukewarm'; configured tiers: hot, warm, cold"),
+        (["move", "imagenet-mini", "--to", "lukewarm"], 3,
+         "unknown tier 'lukewarm'; configured tiers: hot, warm, cold"),
         (["register", "{tmp}/nope", "--name", "x", "--version", "1"], 3, "path not found"),
         (["register", "{tmp}/src", "--name", "a/b", "--version", "1"], 2, "invalid name 'a/b'"),
         (["register", "{tmp}/src", "--name", "x", "--version", ".."], 2, "invalid version '..'"),

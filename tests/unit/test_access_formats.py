@@ -190,6 +190,32 @@ def test_minio_audit_shortcut_agrees_with_decoding_the_whole_line() -> None:
             "a}b/c",
             "k1",
         ),
+        # quotes and a would-be member inside the object name are escaped, so they cannot cut the line
+        (
+            {
+                "time": "2025-02-06T10:00:00Z",
+                "api": {
+                    "name": "GetObject",
+                    "bucket": "b",
+                    "object": 'a,"rx":1}',
+                    "statusCode": 200,
+                    "rx": 0,
+                },
+                "accessKey": "k1",
+            },
+            'a,"rx":1}',
+            "k1",
+        ),
+        # an "api" member nested in another object before the real one: the cut is unbalanced
+        (
+            {
+                "time": "2025-02-06T10:00:00Z",
+                "x": {"api": {"name": "GetObject", "bucket": "decoy", "object": "decoy", "rx": 0}},
+                "api": {"name": "GetObject", "bucket": "b", "object": "real", "statusCode": 200, "rx": 0},
+            },
+            "real",
+            None,
+        ),
         # a query parameter named accessKey and no top-level one: the principal stays unknown
         (
             {

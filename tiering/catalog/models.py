@@ -185,6 +185,9 @@ class MoveStep(Base):
         String(16), comment="planned | copying | verified | committed | source_deleted | failed"
     )
     dst_key: Mapped[str] = mapped_column(String(2048), comment="deterministic destination key")
+    dst_offset: Mapped[int | None] = mapped_column(
+        BigInteger, comment="where the member's bytes start inside the destination shard; NULL: a single object"
+    )
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_until: Mapped[dt.datetime | None]
     epoch: Mapped[int] = mapped_column(Integer, default=0, comment="bumped by every claim; fences stale workers")

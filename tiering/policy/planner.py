@@ -725,8 +725,8 @@ def _budget_decision(move: Move, spent_bytes: int, planned: int, max_bytes: int 
         spent = (f"{format_size(spent_bytes)} of {format_size(max_bytes or 0)} already planned, "
                  f"{format_size(move.size_bytes)} more does not fit")
     return Decision(move.dataset_id, move.label, move.from_tier, Outcome.BUDGET,
-                    f"{move.cause} {move.from_tier} -> {move.to_tier} ({move.reason}) does not fit this run's "
-                    f"budget ({spent}); it is planned again next run",
+                    f"{move.cause} {move.from_tier} -> {move.to_tier} ({move.reason}) does not fit this "
+                    f"run's budget ({spent}); it is planned again next run",
                     move.rule, move.to_tier)
 
 
@@ -865,9 +865,14 @@ class _Planner:
                 heap.append((1, facts.heat, _last_read_order(facts), facts.id, len(payload)))
                 payload.append((facts, colder, None))
         heapq.heapify(heap)
-        while heap and self.projected[tier.name] >= low:
+        # Bytes the budget refused count as relief still owed: the skipped list then holds the moves relief
+        # needed, not every dataset of the tier.
+        owed_to_budget = 0
+        while heap and self.projected[tier.name] - owed_to_budget >= low:
             facts, to_tier, selected_rule = payload[heapq.heappop(heap)[-1]]
-            self.try_move(facts, to_tier, selected_rule, MoveCause.WATERMARK, relief_text)
+            outcome = self.try_move(facts, to_tier, selected_rule, MoveCause.WATERMARK, relief_text)
+            if outcome is Outcome.BUDGET:
+                owed_to_budget += facts.size_bytes
         fraction_after = self.projected[tier.name] / capacity
         reached = self.projected[tier.name] < low
         self.relieved.add(tier.name)
@@ -923,8 +928,9 @@ class _Planner:
         return _Limit(capacity, Outcome.DESTINATION_FULL, f"its capacity {format_size(capacity)}")
 
     def try_move(self, facts: DatasetFacts, to_tier: str, compiled: _CompiledRule | None, cause: MoveCause,
-                 relief_text: str | None = None) -> bool:
-        """Plan the move if the destination has room and the budget allows; else record why not."""
+                 relief_text: str | None = None) -> Outcome:
+        """Plan the move if the destination has room and the budget allows; else record why not.
+        Returns MOVE, or the outcome recorded (WATERMARK, DESTINATION_FULL, BUDGET)."""
         size = facts.size_bytes
         limit = self.inbound_limit(to_tier, cause)
         if limit is not None and self.projected[to_tier] + size > limit.bytes:
@@ -932,7 +938,7 @@ class _Planner:
                 _limit_decision, self.context, facts, to_tier, compiled, relief_text, cause, limit,
                 self.projected[to_tier] + size,
             ))
-            return False
+            return limit.outcome
         move = Move(facts.id, facts.label, facts.home_tier, to_tier, size,
                     WATERMARK_RULE if compiled is None else compiled.name,
                     _move_reason(self.context, facts, compiled, relief_text), cause)
@@ -943,7 +949,7 @@ class _Planner:
             self.recorded[facts.id] = _Deferred(Outcome.BUDGET, partial(
                 _budget_decision, move, self.spent_bytes, len(self.moves), self.max_bytes, self.max_datasets,
             ))
-            return False
+            return Outcome.BUDGET
         self.moves.append(move)
         self.moved[facts.id] = move
         self.spent_bytes += size
@@ -953,7 +959,7 @@ class _Planner:
         self.bytes_in[to_tier] += size
         self.moves_out[facts.home_tier] += 1
         self.moves_in[to_tier] += 1
-        return True
+        return Outcome.MOVE
 
     # result ---------------------------------------------------------------------------------------------
 
@@ -974,7 +980,8 @@ class _Planner:
         for deferred in self.recorded.values():
             counts[deferred.outcome] += 1
         counts[Outcome.ARCHIVED] = sum(
-            1 for name in self.order if self.tiers[name].archive for facts in self.by_tier[name] if not facts.busy
+            1 for name in self.order if self.tiers[name].archive
+            for facts in self.by_tier[name] if not facts.busy
         )
         counts[Outcome.NO_RULE] = len(self.facts_by_id) - sum(counts.values())
         window = self.policy.budget.window
