@@ -55,6 +55,7 @@ def workspace_config(
         "catalog": catalog or f"sqlite:///{tmp_path / 'catalog.db'}",
         "tiers": tiers,
         "transfer": {"workers": 4, **(transfer or {})},
+        "schedule": {"timezone": "UTC"},
     }
 
 

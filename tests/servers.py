@@ -243,7 +243,8 @@ def _wait_until_ready(server: SeaweedServer, timeout: float) -> None:
     volume server are wired up, and a bucket created then fails with InternalError."""
     client = s3_client(
         server.endpoint, server.access_key, server.secret_key,
-        connect_timeout=1, read_timeout=5, retries={"total_max_attempts": 1},
+        # short timeouts: a request sent while the gateway is still wiring up can hang unanswered
+        connect_timeout=1, read_timeout=1, retries={"total_max_attempts": 1},
     )
     probe = f"ready-{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + timeout

@@ -14,11 +14,13 @@ exit code below. Vendor errors (botocore, SQLAlchemy, OS) are translated at the 
     │   ├── DatasetNotFound(name, version)
     │   ├── TierNotFound(name)
     │   ├── PathNotFound(path)
-    │   └── MoveJobNotFound(job_id)
+    │   ├── MoveJobNotFound(job_id)
+    │   └── RestoreNotFound(request_id)
     ├── ConflictError                    exit 4
     │   ├── DatasetExists(label)                      same name@version, different content
     │   ├── MoveInProgress(label, job_id)
-    │   └── LockHeld(name)                            another planner/leader holds the lock
+    │   ├── LockHeld(name)                            another planner/leader holds the lock
+    │   └── DatasetArchived(label, hint)     exit 10  on an archive tier with no staged copy: restore it first
     ├── CatalogError                     exit 5   database unreachable, schema out of date
     ├── BackendError(backend, key)       exit 6
     │   ├── ObjectNotFound
@@ -94,6 +96,12 @@ class MoveJobNotFound(NotFoundError):
         super().__init__(f"move job {job_id} not found")
 
 
+class RestoreNotFound(NotFoundError):
+    def __init__(self, request_id: int) -> None:
+        self.request_id = request_id
+        super().__init__(f"restore request {request_id} not found (see `tiering restores --all`)")
+
+
 class ConflictError(TieringError):
     exit_code = 4
     reason = "conflict"
@@ -116,6 +124,21 @@ class LockHeld(ConflictError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"lock {name!r} is held by another process")
+
+
+class DatasetArchived(ConflictError):
+    """The dataset's home is an archive tier and no restored (staged) copy is readable.
+
+    ``hint`` says what to do: the restore command, or the restore already under way and its ETA.
+    """
+
+    exit_code = 10
+    reason = "archived"
+
+    def __init__(self, label: str, hint: str) -> None:
+        self.label = label
+        self.hint = hint
+        super().__init__(f"dataset {label} is archived and has no restored copy: {hint}")
 
 
 class CatalogError(TieringError):

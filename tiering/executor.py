@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from tiering.app import App
@@ -45,20 +45,21 @@ from tiering.catalog.states import (
     StepState,
     check_job,
 )
-from tiering.copier import Copier, CopyItem, CopyResult, Progress
+from tiering.copier import Copier, CopyItem, CopyResult, Progress, VerifyMode
 from tiering.errors import (
     BackendError,
     DatasetNotFound,
     LeaseLost,
     MoveInProgress,
     MoveJobNotFound,
+    StateError,
     TieringError,
     TransientBackendError,
     UsageError,
 )
 from tiering.faults import crash_armed, crash_point
 from tiering.layout import ManifestMember, build_manifest, dataset_prefix, manifest_key
-from tiering.packing import MemberSource, layout_shard, plan_shards, write_shard
+from tiering.packing import MemberSource, ShardLayout, layout_shard, plan_shards, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,9 @@ class Executor:
         crash_point("after_plan")
         return job_id
 
-    def _shard_placements(self, dst_tier: str, prefix: str, members: list[tuple[str, int]]) -> dict[str, tuple[str, int]]:
+    def _shard_placements(
+        self, dst_tier: str, prefix: str, members: list[tuple[str, int]]
+    ) -> dict[str, tuple[str, int]]:
         """For an archive destination: member path -> (shard key, offset of its bytes); empty otherwise."""
         tier = self.app.config.tier(dst_tier)
         if not tier.archive:
@@ -528,6 +531,191 @@ class Executor:
             return JobState.FAILED
         return JobState.RUNNING
 
+    # ---------------------------------------------------------------- packed steps (archive destinations)
+    #
+    # On an archive tier, members below the tier's pack_threshold share shard objects (tiering.packing).
+    # Their steps carry the shard key as dst_key and the offset of their bytes as dst_offset, planned once
+    # in create_job, so a retry writes the same bytes to the same key. The steps of one shard move together:
+    # claimed in one transaction, written as one object, read back and checked member by member, and made
+    # verified in one transaction. A shard is never partly trusted.
+
+    def _copy_shards(
+        self,
+        job_id: int,
+        src: Backend,
+        dst: Backend,
+        verify: VerifyMode,
+        outcome: JobOutcome,
+        progress: Progress | None,
+        internal_stop: threading.Event,
+        stop: threading.Event | None,
+    ) -> None:
+        """Write, verify and record every claimable shard of the job, one shard at a time.
+
+        A failed shard is deleted; its steps go back to planned (a transient error with attempts left) or
+        fail (the job is then abandoned by the caller, the source untouched). Raises :class:`LeaseLost`.
+        """
+        first = True
+        while not internal_stop.is_set() and not (stop and stop.is_set()):
+            claim = self._claim_shard(job_id)
+            if claim is None:
+                return
+            try:
+                write_shard(
+                    src, dst, claim.key, claim.layout, claim.sources, label=claim.label,
+                    workers=self.transfer.workers, verify=verify,
+                    on_member=(lambda n: progress.add(n)) if progress is not None else None,
+                )
+            except TieringError as exc:
+                with contextlib.suppress(TieringError):
+                    dst.delete(claim.key)
+                if not self._record_shard_failure(job_id, claim, exc, outcome):
+                    internal_stop.set()
+                    return
+                continue
+            crash_point("after_copy")
+            self._record_shard(job_id, claim, outcome)
+            if first:
+                first = False
+                crash_point("after_verify")
+
+    def _claim_shard(self, job_id: int) -> _ShardClaim | None:
+        """Claim every step of the first shard no live worker holds; None when there is none left."""
+        with self.app.catalog.session() as s:
+            keys = list(
+                s.scalars(
+                    select(MoveStep.dst_key)
+                    .where(MoveStep.job_id == job_id, MoveStep.dst_offset.is_not(None),
+                           MoveStep.state.in_([StepState.PLANNED, StepState.COPYING]))
+                    .distinct()
+                    .order_by(MoveStep.dst_key)
+                )
+            )
+        for key in keys:
+            with self.app.catalog.session() as s:
+                claim = self._claim_shard_steps(s, job_id, key)
+            if claim is not None:
+                return claim
+        return None
+
+    def _claim_shard_steps(self, s: Session, job_id: int, key: str) -> _ShardClaim | None:
+        now = self.app.now()
+        job = s.get_one(MoveJob, job_id)
+        in_shard = and_(MoveStep.job_id == job_id, MoveStep.dst_key == key)
+        stmt = select(MoveStep.state, MoveStep.lease_owner, MoveStep.lease_until).where(in_shard)
+        if self.app.catalog.dialect == "postgresql":
+            stmt = stmt.with_for_update()  # SQLite already holds the write lock (BEGIN IMMEDIATE)
+        for state, owner, lease_until in s.execute(stmt):
+            if state not in (StepState.PLANNED, StepState.COPYING):
+                return None
+            if owner is not None and (owner == self.worker_id or (
+                    lease_until is not None and lease_until >= now and not lease_owner_is_dead(owner))):
+                return None
+        s.execute(
+            update(MoveStep).where(in_shard).values(
+                state=StepState.COPYING, lease_owner=self.worker_id,
+                lease_until=now + dt.timedelta(seconds=self.transfer.lease_seconds),
+                epoch=MoveStep.epoch + 1, attempts=MoveStep.attempts + 1, updated_at=now,
+            )
+        )
+        ds = s.get_one(Dataset, job.dataset_id)
+        members = s.execute(
+            select(Member.id, Member.path, Member.size, Member.xxh3, MoveStep.dst_offset)
+            .join(MoveStep, MoveStep.member_id == Member.id)
+            .where(in_shard)
+            .order_by(MoveStep.dst_offset)
+        ).all()
+        src_rows = {
+            mid: (rkey, offset)
+            for mid, rkey, offset in s.execute(
+                select(Replica.member_id, Replica.key, Replica.shard_offset)
+                .join(MoveStep, MoveStep.member_id == Replica.member_id)
+                .where(in_shard, Replica.tier_id == job.src_tier_id,
+                       Replica.state.in_([ReplicaState.LIVE, ReplicaState.VERIFIED]))
+            )
+        }
+        layout = layout_shard(key, [(path, size) for _, path, size, _, _ in members])
+        sources: dict[str, MemberSource] = {}
+        for (mid, path, size, xxh3, planned_offset), entry in zip(members, layout.entries, strict=True):
+            if entry.data_offset != planned_offset:
+                raise StateError(f"{ds.label}: member {path} is planned at offset {planned_offset} of {key}, "
+                                 f"but the shard layout puts it at {entry.data_offset}")
+            if mid not in src_rows:
+                raise BackendError(f"member {path} of {ds.label} has no live copy on the source tier")
+            sources[path] = MemberSource(path, size, xxh3, src_rows[mid][0], src_rows[mid][1])
+        # the destination rows exist before the first byte is written: an abandoned shard is findable
+        member_ids = select(MoveStep.member_id).where(in_shard).scalar_subquery()
+        existing = set(s.scalars(select(Replica.member_id).where(
+            Replica.tier_id == job.dst_tier_id, Replica.member_id.in_(member_ids))))
+        new_rows = [
+            {"member_id": mid, "tier_id": job.dst_tier_id, "key": key, "state": ReplicaState.COPYING,
+             "shard_offset": offset}
+            for mid, _, _, _, offset in members if mid not in existing
+        ]
+        if new_rows:
+            s.execute(insert(Replica), new_rows)
+        if existing:
+            s.execute(
+                update(Replica)
+                .where(Replica.tier_id == job.dst_tier_id, Replica.member_id.in_(member_ids),
+                       Replica.state != ReplicaState.LIVE)
+                .values(
+                    state=ReplicaState.COPYING, verified_at=None, key=key,
+                    shard_offset=select(MoveStep.dst_offset)
+                    .where(MoveStep.job_id == job_id, MoveStep.member_id == Replica.member_id)
+                    .scalar_subquery(),
+                )
+            )
+        return _ShardClaim(key, layout, sources, ds.label, len(members), job.dst_tier_id)
+
+    def _record_shard(self, job_id: int, claim: _ShardClaim, outcome: JobOutcome) -> None:
+        now = self.app.now()
+        in_shard = and_(MoveStep.job_id == job_id, MoveStep.dst_key == claim.key)
+        with self.app.catalog.session() as s:
+            res = s.execute(
+                update(MoveStep)
+                .where(in_shard, MoveStep.lease_owner == self.worker_id, MoveStep.state == StepState.COPYING)
+                .values(state=StepState.VERIFIED, lease_owner=None, lease_until=None, last_error=None,
+                        updated_at=now)
+            )
+            if res.rowcount != claim.steps:  # type: ignore[attr-defined]
+                raise LeaseLost(job_id, -1)  # rolls the whole shard back: another worker owns part of it
+            s.execute(
+                update(Replica)
+                .where(Replica.tier_id == claim.dst_tier_id,
+                       Replica.member_id.in_(select(MoveStep.member_id).where(in_shard).scalar_subquery()))
+                .values(state=ReplicaState.VERIFIED, verified_at=now)
+            )
+        outcome.copied += claim.steps
+
+    def _record_shard_failure(self, job_id: int, claim: _ShardClaim, exc: TieringError, outcome: JobOutcome) -> bool:
+        """Put the shard's steps back to planned (returns True) or fail them (returns False)."""
+        message = f"{exc.reason}: {exc}"
+        in_shard = and_(MoveStep.job_id == job_id, MoveStep.dst_key == claim.key)
+        with self.app.catalog.session() as s:
+            attempts = s.scalar(select(func.max(MoveStep.attempts)).where(in_shard)) or 0
+            retry = isinstance(exc, TransientBackendError) and attempts < MAX_STEP_ATTEMPTS
+            res = s.execute(
+                update(MoveStep)
+                .where(in_shard, MoveStep.lease_owner == self.worker_id, MoveStep.state == StepState.COPYING)
+                .values(state=StepState.PLANNED if retry else StepState.FAILED, lease_owner=None,
+                        lease_until=None, last_error=message, updated_at=self.app.now())
+            )
+            if res.rowcount != claim.steps:  # type: ignore[attr-defined]
+                raise LeaseLost(job_id, -1)
+            s.execute(
+                delete(Replica).where(
+                    Replica.tier_id == claim.dst_tier_id, Replica.state != ReplicaState.LIVE,
+                    Replica.member_id.in_(select(MoveStep.member_id).where(in_shard).scalar_subquery()),
+                )
+            )
+            if not retry:
+                s.execute(update(MoveJob).where(MoveJob.id == job_id).values(last_error=message))
+        if not retry:
+            outcome.failed += claim.steps
+            outcome.failures.append(f"{claim.key}: {message}")
+        return retry
+
     # ---------------------------------------------------------------- commit
 
     def _commit(self, job_id: int) -> str:
@@ -723,6 +911,18 @@ class Executor:
             if job.state not in (JobState.PLANNED, JobState.RUNNING):
                 raise UsageError(f"move job {job_id} is {job.state}; only planned or running jobs can be cancelled")
         self.abandon(job_id, reason="cancelled", final_state=JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class _ShardClaim:
+    """The steps of one shard, claimed together: what to write, from where, for which dataset."""
+
+    key: str
+    layout: ShardLayout
+    sources: dict[str, MemberSource]
+    label: str
+    steps: int
+    dst_tier_id: int
 
 
 def _retryable(result: CopyResult) -> bool:

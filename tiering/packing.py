@@ -29,7 +29,7 @@ from __future__ import annotations
 import collections
 import tarfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -225,7 +225,7 @@ class ShardStream:
             )
         return data
 
-    def _generate(self) -> Iterator[bytes]:
+    def _generate(self) -> Generator[bytes, None, None]:
         entries = self._layout.entries
         pending: collections.deque[tuple[int, Future[bytes]]] = collections.deque()
         ahead = 0

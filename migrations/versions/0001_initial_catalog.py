@@ -25,15 +25,17 @@ def upgrade() -> None:
     op.create_table('policy_runs',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('policy_path', sa.String(length=1024), nullable=False),
+    sa.Column('run_key', sa.String(length=64), nullable=True, comment='e.g. nightly:2026-11-30; a second scheduler for the same night collides'),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('state', sa.String(length=16), nullable=False, comment='running | done | failed | interrupted'),
+    sa.Column('state', sa.String(length=16), nullable=False, comment='running | done | failed | skipped | interrupted'),
     sa.Column('planned', sa.Integer(), nullable=False),
     sa.Column('done', sa.Integer(), nullable=False),
     sa.Column('failed', sa.Integer(), nullable=False),
     sa.Column('bytes_moved', sa.BigInteger(), nullable=False),
     sa.Column('summary', sa.JSON(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_policy_runs'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_policy_runs')),
+    sa.UniqueConstraint('run_key', name=op.f('uq_policy_runs_run_key'))
     )
     op.create_table('tiers',
     sa.Column('id', sa.Integer(), nullable=False),

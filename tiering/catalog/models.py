@@ -226,9 +226,12 @@ class PolicyRun(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     policy_path: Mapped[str] = mapped_column(String(1024))
+    run_key: Mapped[str | None] = mapped_column(
+        String(64), unique=True, comment="e.g. nightly:2026-11-30; a second scheduler for the same night collides"
+    )
     started_at: Mapped[dt.datetime]
     finished_at: Mapped[dt.datetime | None]
-    state: Mapped[str] = mapped_column(String(16), comment="running | done | failed | interrupted")
+    state: Mapped[str] = mapped_column(String(16), comment="running | done | failed | skipped | interrupted")
     planned: Mapped[int] = mapped_column(Integer, default=0)
     done: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)

@@ -40,6 +40,7 @@ does that (:func:`tiering.policy.planner.check_policy_against_tiers`).
 
 from __future__ import annotations
 
+import difflib
 import operator
 import re
 from collections.abc import Callable, Mapping
@@ -470,8 +471,10 @@ def _problem_from_pydantic(error: Any, raw: Mapping[str, Any]) -> _Problem:
         place = _place_of(loc)
         key = str(loc[-1])
         noun = "criterion" if place == "criteria" else "key"
-        expected = _KEYS_BY_PLACE.get(place)
-        hint = f"; expected one of: {', '.join(expected)}" if expected else ""
+        expected = _KEYS_BY_PLACE.get(place, ())
+        close = difflib.get_close_matches(key, expected, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint += f"; expected one of: {', '.join(expected)}" if expected else ""
         return _Problem(rule, field, f"unknown {noun} {key!r}{hint}")
     if kind == "missing":
         return _Problem(rule, field, "required, but missing")
@@ -559,8 +562,20 @@ def parse_policy(text_or_dict: str | Mapping[str, Any], *, source: str = "<polic
     try:
         policy = Policy.model_validate(raw)
     except ValidationError as exc:
+        errors = exc.errors()
+        # A misspelt required key is one mistake, not two: the "unknown key" line suggests the right
+        # spelling, so the "missing" line for that key is left out.
+        suggested = {
+            (tuple(e["loc"][:-1]), name)
+            for e in errors if e["type"] == "extra_forbidden"
+            for name in difflib.get_close_matches(str(e["loc"][-1]), _KEYS_BY_PLACE.get(_place_of(e["loc"]), ()),
+                                                  n=1)
+        }
         problems: list[_Problem] = []
-        for error in exc.errors():
+        for error in errors:
+            loc = tuple(error["loc"])
+            if error["type"] == "missing" and (loc[:-1], loc[-1]) in suggested:
+                continue
             problem = _problem_from_pydantic(error, raw)
             if problem not in problems:
                 problems.append(problem)
