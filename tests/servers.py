@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 #: seconds a SeaweedFS server gets to answer S3 requests after it was started
-SEAWEED_START_TIMEOUT = 60.0
+SEAWEED_START_TIMEOUT = 120.0
 
 #: the credentials tests use against SeaweedFS started without ``-s3.config`` (any are accepted)
 OPEN_ACCESS_KEY = "tiering-test"

@@ -24,10 +24,11 @@ Formats (:data:`FORMATS`):
     Object names are written unescaped.
 ``s3-access-log``
     Amazon S3 server access log records: space-separated, ``[%d/%b/%Y:%H:%M:%S %z]`` time, quoted
-    request-URI, referrer and user agent. ``REST.GET.OBJECT`` and ``WEBSITE.GET.OBJECT`` are reads.
-    AWS writes the key of these operations URL-encoded twice (a space becomes ``%2B`` or ``%2520``),
-    so it is decoded twice; a key that was encoded only once decodes the same way unless it holds a
-    literal ``+``.
+    request-URI, referrer and user agent. ``REST.GET.OBJECT`` and ``WEBSITE.GET.OBJECT`` are reads;
+    ``REST.COPY.OBJECT_GET`` (the source side of a server-side copy) is not. AWS writes the key of
+    these operations URL-encoded twice (Yelp Engineering, "S3 server access logs at scale", 2025:
+    only lifecycle and batch-delete records are encoded once), so it is decoded twice; a key that was
+    encoded only once decodes the same way unless it holds a literal ``+``.
 ``jsonl``
     Our own JSON lines: ``{"bucket":..,"key":..,"at":ISO-8601,"op":"GET"}`` for an object read, or
     ``{"dataset":"name@version","at":..}`` for a direct dataset read. ``op`` defaults to ``GET``;
@@ -154,7 +155,7 @@ class _Clock:
         if len(text) >= 20 and text[-1] == "Z" and text[10] == "T":
             head = text[:19]
             fraction = text[19:-1]
-            if not fraction or (fraction[0] == "." and fraction[1:].isdigit()):
+            if not fraction or (fraction[0] == "." and fraction[1:].isdecimal()):
                 at = self._iso.get(head)
                 if at is None:
                     at = datetime.fromisoformat(head).replace(tzinfo=UTC)
@@ -190,11 +191,9 @@ def _parse_clf(stamp: str, offset: str) -> datetime:
     month = _MONTHS.get(stamp[4:7])
     sign = offset[0]
     digits = offset[1:5]
-    if month is None or sign not in "+-" or not digits.isdigit():
+    if month is None or sign not in "+-" or not digits.isdecimal():
         raise ValueError("time is not [dd/Mon/yyyy:HH:MM:SS +zzzz]")
-    local = datetime(
-        int(stamp[8:12]), month, int(stamp[1:3]), int(stamp[13:15]), int(stamp[16:18]), int(stamp[19:21])
-    )
+    local = datetime(int(stamp[8:12]), month, int(stamp[1:3]), int(stamp[13:15]), int(stamp[16:18]), int(stamp[19:21]))
     shift = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
     zone = timezone(shift if sign == "+" else -shift)
     try:
@@ -295,7 +294,7 @@ def _s3_log_status(rest: str) -> int | None:
 def _status_at(text: str, start: int) -> int | None:
     digits = text[start : start + 3]
     after = text[start + 3 : start + 4]
-    if len(digits) == 3 and digits.isdigit() and after in (" ", ""):
+    if len(digits) == 3 and digits.isdecimal() and after in (" ", ""):
         return int(digits)
     return None
 

@@ -311,13 +311,25 @@ class Resolved:
 
 
 def resolve(app: App, label: str, *, record: bool = True) -> Resolved:
-    """Where to read a dataset now; records one read (unless ``record`` is False)."""
+    """Where to read a dataset now; records one read (unless ``record`` is False).
+
+    A restored (staged, unexpired) copy on a tier hotter than the home is preferred. A dataset whose home
+    is an archive tier and that has no such copy raises :class:`~tiering.errors.DatasetArchived`, naming
+    the restore command or the restore under way.
+    """
+    from tiering.restore import archived_error, readable_copy
+
     with app.catalog.session() as s:
         ds = find_dataset(s, label)
         if ds.state == "registering":
             raise UsageError(f"{ds.label} is still being registered; run the same `tiering register` again")
         tier = ds.home_tier.name
         prefix = ds.location_prefix or dataset_prefix(ds.kind, ds.name, ds.version)
+        staged = readable_copy(s, ds, app.now())
+        if staged is not None:
+            tier, prefix = staged, dataset_prefix(ds.kind, ds.name, ds.version)
+        elif ds.home_tier.archive:
+            raise archived_error(s, app, ds, app.now())
         if record:
             record_read(s, ds.id, app.now())
         out = Resolved(ds.label, tier, ds.kind, "", members=ds.member_count, bytes=ds.size_bytes)
@@ -599,8 +611,14 @@ def show(app: App, label: str, *, member_limit: int = 20) -> DatasetDetail:
 
 
 def read_member(app: App, label: str, path: str, out: io.RawIOBase | Any) -> int:
-    """Copy one member's bytes (from its home tier) to ``out`` and verify them. Returns bytes written."""
-    from tiering.errors import CorruptedCopy
+    """Copy one member's bytes to ``out`` and verify them (size and xxh3-128). Returns bytes written.
+
+    Reads the trusted copy on the hottest tier; a member packed in a shard is read with one ranged GET.
+    Raises ``DatasetArchived`` when the only copy needs an archive restore first, ``CorruptedCopy``
+    (naming the dataset and path) when the bytes do not match the catalog.
+    """
+    from tiering.errors import ArchivedObject, CorruptedCopy
+    from tiering.restore import archived_error
 
     with app.catalog.session() as s:
         ds = find_dataset(s, label)
@@ -616,7 +634,13 @@ def read_member(app: App, label: str, path: str, out: io.RawIOBase | Any) -> int
             raise PathNotFound(f"{ds.label}:{path} has no readable copy")
         tier_name, key, offset, size, expected = rep.tier.name, rep.key, rep.shard_offset, m.size, m.xxh3
         record_read(s, ds.id, app.now())
-    stream = app.backend(tier_name).open_read(key, offset=offset or 0, length=size if offset is not None else None)
+        ds_label = ds.label
+    try:
+        stream = app.backend(tier_name).open_read(key, offset=offset or 0,
+                                                  length=size if offset is not None else None)
+    except ArchivedObject:
+        with app.catalog.session() as s:
+            raise archived_error(s, app, find_dataset(s, label), app.now()) from None
     digests = Digests()
     try:
         while True:
@@ -627,8 +651,10 @@ def read_member(app: App, label: str, path: str, out: io.RawIOBase | Any) -> int
             out.write(chunk)
     finally:
         stream.close()
-    if digests.xxh3 != expected:
-        raise CorruptedCopy(f"{tier_name}:{key}", "reader", expected, digests.xxh3)
+    if digests.xxh3 != expected or digests.size != size:
+        where = f"{tier_name}:{key}" + (f"@{offset}" if offset is not None else "")
+        raise CorruptedCopy(f"{where} (member {path} of {ds_label})", "reader", expected,
+                            f"{digests.xxh3} ({digests.size} bytes)")
     return digests.size
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +13,6 @@ from helpers import check_invariant, make_tree, open_app, run_cli, workspace_con
 from servers import SeaweedServer
 
 from tiering import jobs
-
-
-@pytest.fixture
-def s3_tiers(
-    seaweed: SeaweedServer, seaweed2: SeaweedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, dict[str, Any]]]:
-    run = uuid.uuid4().hex[:10]
-    hot_bucket = seaweed.make_bucket(f"hot-{run}")
-    warm_bucket = seaweed2.make_bucket(f"warm-{run}")
-    for prefix, server in (("HOT", seaweed), ("WARM", seaweed2)):
-        monkeypatch.setenv(f"{prefix}_ACCESS_KEY_ID", server.access_key)
-        monkeypatch.setenv(f"{prefix}_SECRET_ACCESS_KEY", server.secret_key)
-    yield {
-        "hot": {"rank": 0, "backend": f"s3://{hot_bucket}/nvme", "endpoint": seaweed.endpoint,
-                "credentials": {"env": "HOT"}},
-        "warm": {"rank": 1, "backend": f"s3://{warm_bucket}/nas", "endpoint": seaweed2.endpoint,
-                 "credentials": {"env": "WARM"}},
-        "cold": {"rank": 2, "backend": (tmp_path / "cold").as_uri()},
-    }
-    seaweed.remove_bucket(hot_bucket)
-    seaweed2.remove_bucket(warm_bucket)
 
 
 def _register_and_move_round_trip(tmp_path: Path, data: dict[str, Any]) -> None:
@@ -137,3 +114,11 @@ def test_kill_9_during_a_move_between_seaweed_servers_then_resume(
         assert report.members == len(files) + 1
     finally:
         app.close()
+
+
+def test_120_simulated_days_on_two_seaweed_tiers_and_postgres(
+    tmp_path: Path, s3_tiers: dict[str, Any], postgres_url: str
+) -> None:
+    from lifecycle_scenario import check_outcome, run_120_days
+
+    check_outcome(run_120_days(tmp_path, workspace_config(tmp_path, tiers=s3_tiers, catalog=postgres_url)))

@@ -67,9 +67,7 @@ def test_s3_access_log_counts_every_line_once() -> None:
 def test_s3_access_log_yields_get_and_ranged_get_with_decoded_keys_and_utc_times() -> None:
     events, _ = _parse_file("s3-access.log", "s3-access-log")
     assert events == [
-        AccessEvent(
-            "ml-hot", K_TAR, _utc(2025, 2, 6, 0, 1, 2), "GET", "s3-access-log", principal=TRAINER_ARN
-        ),
+        AccessEvent("ml-hot", K_TAR, _utc(2025, 2, 6, 0, 1, 2), "GET", "s3-access-log", principal=TRAINER_ARN),
         AccessEvent(
             "ml-hot",
             K_SPACE_UNICODE,
@@ -78,13 +76,9 @@ def test_s3_access_log_yields_get_and_ranged_get_with_decoded_keys_and_utc_times
             "s3-access-log",
             principal=TRAINER_ARN,
         ),
-        AccessEvent(
-            "ml-hot", K_PLUS, _utc(2025, 2, 6, 23, 59, 59), "GET", "s3-access-log", principal=TRAINER_ARN
-        ),
+        AccessEvent("ml-hot", K_PLUS, _utc(2025, 2, 6, 23, 59, 59), "GET", "s3-access-log", principal=TRAINER_ARN),
         # WEBSITE.GET.OBJECT answered 304, logged at +0200: 01:30 local is 23:30 UTC the day before
-        AccessEvent(
-            "ml-hot", K_MANIFEST, _utc(2025, 2, 6, 23, 30, 0), "GET", "s3-access-log", principal=TRAINER_ARN
-        ),
+        AccessEvent("ml-hot", K_MANIFEST, _utc(2025, 2, 6, 23, 30, 0), "GET", "s3-access-log", principal=TRAINER_ARN),
     ]
 
 
@@ -136,16 +130,10 @@ def test_minio_audit_yields_get_object_from_classic_and_new_entries() -> None:
     events, _ = _parse_file("minio-audit.log", "minio-audit")
     assert events == [
         AccessEvent("ml-hot", K_TAR, _utc(2025, 2, 6, 10, 15, 30), "GET", "minio-audit", principal="trainer"),
-        AccessEvent(
-            "ml-hot", K_SPACE_UNICODE, _utc(2025, 2, 6, 10, 15, 30), "GET", "minio-audit", principal="trainer"
-        ),
+        AccessEvent("ml-hot", K_SPACE_UNICODE, _utc(2025, 2, 6, 10, 15, 30), "GET", "minio-audit", principal="trainer"),
         # the newer API event: name/bucket/object at the top, status and access key in callInfo
-        AccessEvent(
-            "ml-hot", K_PLUS, _utc(2025, 2, 6, 23, 30, 0), "GET", "minio-audit", principal="notebook-7"
-        ),
-        AccessEvent(
-            "ml-hot", K_MANIFEST, _utc(2025, 2, 6, 10, 16, 0), "GET", "minio-audit", principal="trainer"
-        ),
+        AccessEvent("ml-hot", K_PLUS, _utc(2025, 2, 6, 23, 30, 0), "GET", "minio-audit", principal="notebook-7"),
+        AccessEvent("ml-hot", K_MANIFEST, _utc(2025, 2, 6, 10, 16, 0), "GET", "minio-audit", principal="trainer"),
     ]
 
 
@@ -280,12 +268,8 @@ def test_s3_event_file_counts_records_not_lines() -> None:
 def test_s3_event_file_yields_get_with_and_without_the_s3_prefix() -> None:
     events, _ = _parse_file("s3-events.jsonl", "s3-event")
     assert events == [
-        AccessEvent(
-            "ml-hot", K_SPACE_UNICODE, _utc(2025, 2, 6, 10, 15, 30), "GET", "s3-event", principal="trainer"
-        ),
-        AccessEvent(
-            "ml-hot", K_PLUS, _utc(2025, 2, 6, 23, 59, 59), "GET", "s3-event", principal="AWS:AIDAEXAMPLE"
-        ),
+        AccessEvent("ml-hot", K_SPACE_UNICODE, _utc(2025, 2, 6, 10, 15, 30), "GET", "s3-event", principal="trainer"),
+        AccessEvent("ml-hot", K_PLUS, _utc(2025, 2, 6, 23, 59, 59), "GET", "s3-event", principal="AWS:AIDAEXAMPLE"),
         AccessEvent("ml-hot", K_TAR, _utc(2025, 2, 6, 11, 0, 0), "GET", "s3-event", principal="trainer"),
     ]
 
@@ -304,9 +288,7 @@ def test_s3_event_file_reports_bad_documents_and_bad_records() -> None:
 def test_s3_event_webhook_body_spanning_lines_gives_its_read() -> None:
     events, stats = parse_s3_event_document((DATA / "s3-event-webhook.json").read_bytes())
     assert events == [
-        AccessEvent(
-            "ml-hot", K_SPACE_UNICODE, _utc(2025, 2, 6, 10, 15, 30), "GET", "s3-event", principal="trainer"
-        )
+        AccessEvent("ml-hot", K_SPACE_UNICODE, _utc(2025, 2, 6, 10, 15, 30), "GET", "s3-event", principal="trainer")
     ]
     assert (stats.lines, stats.events, stats.malformed) == (1, 1, 0)
 
@@ -393,7 +375,12 @@ def test_malformed_examples_stop_at_the_limit_but_the_count_does_not(fmt: str) -
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_hostile_lines_never_raise(fmt: str) -> None:
+    unicode_status = (
+        "o b [06/Feb/2025:00:00:01 +0000] 192.0.2.3 - R REST.GET.OBJECT k "
+        '"GET /b/k HTTP/1.1" \u00b2\u2070\u2070 - 5 5 1 1 "-" "x" -'
+    )
     hostile = [
+        unicode_status,
         "[" * 100_000,
         "\x00\x01",
         '{"Records":[null, 1, "x", {"eventName": 5}]}',

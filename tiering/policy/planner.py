@@ -671,9 +671,15 @@ class _PlanContext:
 
 @dataclass(frozen=True, slots=True)
 class _Limit:
+    """How full a destination may get: at most ``bytes``, or below it when ``strict``."""
+
     bytes: float
     outcome: Outcome
     text: str
+    strict: bool = False
+
+    def refuses(self, bytes_after: int) -> bool:
+        return bytes_after >= self.bytes if self.strict else bytes_after > self.bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -713,7 +719,7 @@ def _limit_decision(context: _PlanContext, facts: DatasetFacts, to_tier: str, co
     reason = _move_reason(context, facts, compiled, relief_text)
     return Decision(facts.id, facts.label, facts.home_tier, limit.outcome,
                     f"{cause} {facts.home_tier} -> {to_tier} ({reason}) would take {to_tier} to "
-                    f"{format_size(bytes_after)}{used}, above {limit.text}",
+                    f"{format_size(bytes_after)}{used}, past {limit.text}",
                     WATERMARK_RULE if compiled is None else compiled.name, to_tier)
 
 
@@ -916,7 +922,8 @@ class _Planner:
                 assert knobs.low_watermark is not None
                 return _Limit(
                     self.low_bytes[to_tier], Outcome.WATERMARK,
-                    f"its low watermark {_percent(knobs.low_watermark)}, to which this plan relieves it",
+                    f"its low watermark {_percent(knobs.low_watermark)}, under which this plan relieves it",
+                    strict=True,
                 )
             if cause is MoveCause.PROMOTION and to_tier in self.high_bytes:
                 knobs = self.policy.tier(to_tier)
@@ -933,7 +940,7 @@ class _Planner:
         Returns MOVE, or the outcome recorded (WATERMARK, DESTINATION_FULL, BUDGET)."""
         size = facts.size_bytes
         limit = self.inbound_limit(to_tier, cause)
-        if limit is not None and self.projected[to_tier] + size > limit.bytes:
+        if limit is not None and limit.refuses(self.projected[to_tier] + size):
             self.recorded[facts.id] = _Deferred(limit.outcome, partial(
                 _limit_decision, self.context, facts, to_tier, compiled, relief_text, cause, limit,
                 self.projected[to_tier] + size,
