@@ -244,7 +244,7 @@ def _wait_until_ready(server: SeaweedServer, timeout: float) -> None:
     client = s3_client(
         server.endpoint, server.access_key, server.secret_key,
         # short timeouts: a request sent while the gateway is still wiring up can hang unanswered
-        connect_timeout=1, read_timeout=1, retries={"total_max_attempts": 1},
+        connect_timeout=1, read_timeout=3, retries={"total_max_attempts": 1},
     )
     probe = f"ready-{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + timeout
@@ -255,7 +255,9 @@ def _wait_until_ready(server: SeaweedServer, timeout: float) -> None:
                 f"SeaweedFS {server.name} exited with {server.process.returncode}:\n{server.log_tail()}"
             )
         try:
-            client.create_bucket(Bucket=probe)
+            # each step may succeed on the server while its answer is lost: all must be repeatable
+            with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                client.create_bucket(Bucket=probe)
             client.put_object(Bucket=probe, Key="probe", Body=b"ok")
             client.delete_bucket(Bucket=probe)
             return

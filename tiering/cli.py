@@ -357,13 +357,35 @@ def show(c: Context, args: tuple[str, ...], out: str | None, member_limit: int, 
 @cli.command()
 @click.argument("label")
 @click.option("--no-record", is_flag=True, help="Do not count this as a read.")
+@click.option("--restore", "restore_", is_flag=True,
+              help="If it is archived, request a restore (to --to, for --days); with --wait, run it and resolve.")
+@click.option("--wait", is_flag=True, help="With --restore: wait until the restored copy is readable.")
+@click.option("--to", "restore_to", default=None, metavar="TIER",
+              help="With --restore: target tier (default: hottest).")
+@click.option("--days", "restore_days", default=7, show_default=True, type=click.IntRange(min=1),
+              help="With --restore: keep the restored copy this many days.")
 @json_option
 @pass_ctx
-def resolve(c: Context, label: str, no_record: bool, json_out: bool) -> None:
-    """Where to read NAME[@VERSION] now (endpoint, bucket and prefix, or a path). Counts as a read."""
+def resolve(
+    c: Context, label: str, no_record: bool, restore_: bool, wait: bool, restore_to: str | None,
+    restore_days: int, json_out: bool,
+) -> None:
+    """Where to read NAME[@VERSION] now (endpoint, bucket and prefix, or a path). Counts as a read.
+
+    An archived dataset is readable only once restored: `--restore --wait` restores it, then resolves.
+    """
+    from tiering.errors import DatasetArchived
     from tiering.jobs import resolve as do_resolve
 
-    r = do_resolve(c.app(), label, record=not no_record)
+    try:
+        r = do_resolve(c.app(), label, record=not no_record)
+    except DatasetArchived:
+        if not restore_:
+            raise
+        from tiering.cli_restore import restore_for_resolve
+
+        restore_for_resolve(c, label, to=restore_to, days=restore_days, wait=wait)
+        r = do_resolve(c.app(), label, record=not no_record)
     if json_out:
         emit_json(r)
         return

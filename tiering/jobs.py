@@ -424,12 +424,7 @@ def verify(app: App, label: str, *, tier: str | None = None, progress: Progress 
         try:
             stream = backend.open_read(key, offset=offset or 0, length=size if offset is not None else None)
             try:
-                digests = Digests()
-                while True:
-                    chunk = stream.read(CHUNK_SIZE)
-                    if not chunk:
-                        break
-                    digests.update(chunk)
+                digests = hash_stream(stream)
             finally:
                 stream.close()
         except TieringError as exc:

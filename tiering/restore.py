@@ -227,8 +227,6 @@ def _view(
         done, eta = progress.bytes_done, progress.eta_seconds
         if done == 0 and ds.home_tier.archive == "glacier":
             note = "waiting for the archive to make the objects readable"
-    elif req.state == RequestState.QUEUED:
-        note = "queued"
     return RestoreView(
         id=req.id, dataset=ds.label, target=target.name, requested_by=req.requested_by,
         priority=PRIORITY_NAMES.get(req.priority, str(req.priority)), state=req.state, days=req.days,
@@ -879,6 +877,11 @@ def sweep_expired(app: App, now: dt.datetime | None = None) -> SweepReport:
     report = SweepReport()
     for dataset_id, tier_id in groups:
         _sweep_group(app, int(dataset_id), int(tier_id), now, report=report)
+    # a ready request past its own expiry is over, even while a later one keeps the copy
+    with app.catalog.session() as s:
+        for req in s.scalars(select(RestoreRequest).where(
+                RestoreRequest.state == RequestState.READY, RestoreRequest.expires_at <= now)):
+            _set_state(req, RequestState.EXPIRED, now)
     return report
 
 

@@ -122,3 +122,33 @@ def test_120_simulated_days_on_two_seaweed_tiers_and_postgres(
     from lifecycle_scenario import check_outcome, run_120_days
 
     check_outcome(run_120_days(tmp_path, workspace_config(tmp_path, tiers=s3_tiers, catalog=postgres_url)))
+
+
+def test_init_creates_missing_buckets_and_tiers_report_usage(
+    tmp_path: Path, seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uuid
+
+    name = f"fresh-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("HOT_ACCESS_KEY_ID", seaweed.access_key)
+    monkeypatch.setenv("HOT_SECRET_ACCESS_KEY", seaweed.secret_key)
+    data = workspace_config(tmp_path, tiers={
+        "hot": {"rank": 0, "backend": f"s3://{name}/t", "endpoint": seaweed.endpoint, "credentials": {"env": "HOT"},
+                "capacity": "1GiB"},
+        "warm": {"rank": 1, "backend": (tmp_path / "warm").as_uri()},
+    })
+    config = write_config(tmp_path, data)
+    try:
+        proc = run_cli(config, "init")
+        assert proc.returncode == 0, proc.stderr
+        seaweed.client().head_bucket(Bucket=name)
+        make_tree(tmp_path / "src", 3, seed=5, min_size=100)
+        assert run_cli(config, "register", str(tmp_path / "src"), "--name", "d", "--version", "1").returncode == 0
+        tiers = run_cli(config, "tiers", "--json")
+        import json
+
+        hot = json.loads(tiers.stdout)[0]
+        assert hot["name"] == "hot" and hot["datasets"] == 1 and hot["used_bytes"] > 300
+        assert hot["free_bytes"] == 2**30 - hot["used_bytes"]
+    finally:
+        seaweed.remove_bucket(name)

@@ -17,7 +17,7 @@ NOW = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 GiB = 2**30
 RANK = {"hot": 0, "warm": 1, "cold": 2}
 
-PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def comparison(draw: st.DrawFn, operators: tuple[str, ...], low: int, high: int) -> str:
@@ -89,7 +89,7 @@ def one_dataset(draw: st.DrawFn, dataset_id: int, *, tiers: tuple[str, ...] = ("
 
 
 @st.composite
-def datasets(draw: st.DrawFn, **kwargs: Any) -> list[DatasetFacts]:
+def datasets(draw: st.DrawFn, /, **kwargs: Any) -> list[DatasetFacts]:
     count = draw(st.integers(0, 25))
     return [draw(one_dataset(i, **kwargs)) for i in range(1, count + 1)]
 
@@ -117,7 +117,9 @@ def run(scenario: tuple[list[DatasetFacts], list[TierFacts], Policy]) -> Plan:
 
 @PROPERTY_SETTINGS
 @given(scenarios())
-def test_a_pinned_dataset_never_moves_below_its_pin(scenario: tuple[list[DatasetFacts], list[TierFacts], Policy]) -> None:
+def test_a_pinned_dataset_never_moves_below_its_pin(
+    scenario: tuple[list[DatasetFacts], list[TierFacts], Policy],
+) -> None:
     plan = run(scenario)
     by_id = {f.id: f for f in scenario[0]}
     for move in plan.moves:
@@ -195,7 +197,7 @@ def reads_history(seed: int, count: int, days: int) -> list[list[int]]:
     return history
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**32),
     count=st.integers(1, 15),
