@@ -1,17 +1,19 @@
 """Shared fixtures. Real servers are started once per session on free loopback ports.
 
-==================  =========  ===================================================================
-fixture             scope      yields
-==================  =========  ===================================================================
-``seaweed``         session    :class:`SeaweedServer`: ``.endpoint``, ``.access_key``/``.secret_key``,
-                               ``.make_bucket(name)``, ``.remove_bucket(name)``, ``.client()``
-``seaweed2``        session    a second, independent SeaweedFS (another tier)
-``seaweed_auth``    session    a SeaweedFS that enforces one identity (``.access_key``/``.secret_key``)
-``bucket``          function   :class:`BucketRef` (``.name``, ``.endpoint``, ``.server``): a fresh
-                               bucket on ``seaweed``, removed with its contents afterwards
-``moto_server``     session    :class:`MotoServer` (``.endpoint``, ``.make_bucket``): Glacier protocol only
-``postgres_url``    function   ``postgresql+psycopg://...`` of a fresh database, dropped afterwards
-==================  =========  ===================================================================
+===================  =========  ==================================================================
+fixture              scope      yields
+===================  =========  ==================================================================
+``seaweed``          session    :class:`SeaweedServer`: ``.endpoint``, ``.access_key``/``.secret_key``,
+                                ``.make_bucket(name)``, ``.remove_bucket(name)``, ``.client()``
+``seaweed2``         session    a second, independent SeaweedFS (another tier)
+``seaweed_auth``     session    a SeaweedFS that enforces one identity (``.access_key``/``.secret_key``)
+``bucket``           function   :class:`BucketRef` (``.name``, ``.endpoint``, ``.server``): a fresh
+                                bucket on ``seaweed``, removed with its contents afterwards
+``moto_server``      session    :class:`MotoServer` (``.endpoint``, ``.make_bucket``): Glacier protocol only
+``postgres_server``  session    libpq URL of the PostgreSQL (``$TIERING_TEST_POSTGRES`` or
+                                ``postgresql://postgres@127.0.0.1:5432/test``) where test databases are made
+``postgres_url``     function   ``postgresql+psycopg://...`` of a fresh database, dropped afterwards
+===================  =========  ==================================================================
 
 A test that needs a server it cannot get is skipped; with ``TIERING_REQUIRE_SERVERS=1`` (CI) it fails.
 Tests using these fixtures get the ``server`` marker automatically (``-m "not server"`` deselects them).

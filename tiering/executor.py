@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 CLAIM_BATCH = 64
 #: a step whose copy failed transiently goes back to planned this many times before the job fails
 MAX_STEP_ATTEMPTS = 3
+#: source copies deleted per catalog transaction after commit
+DELETE_BATCH = 256
 
 
 def new_worker_id() -> str:
@@ -806,22 +808,27 @@ class Executor:
             src_prefix = ds.location_prefix or dataset_prefix(ds.kind, ds.name, ds.version)
         failures = 0
         deleted_keys: set[str] = set()
-        for n, (sid, rid, key, _offset) in enumerate(targets):
-            try:
-                if key not in deleted_keys:  # members packed in one shard share its key
-                    src_backend.delete(key)
-                    deleted_keys.add(key)
-            except TieringError as exc:
-                failures += 1
-                log.warning("could not delete source %s (will retry on resume): %s", key, exc)
-                continue
-            with self.app.catalog.session() as s:
-                s.execute(delete(Replica).where(Replica.id == rid))
-                s.execute(
-                    update(MoveStep).where(MoveStep.id == sid)
-                    .values(state=StepState.SOURCE_DELETED, updated_at=self.app.now())
-                )
-            if n == 0:
+        # bookkeeping in batches: one transaction per member made a 10^4-member dataset spend seconds here
+        for start in range(0, len(targets), DELETE_BATCH):
+            done: list[tuple[int, int]] = []
+            for sid, rid, key, _offset in targets[start:start + DELETE_BATCH]:
+                try:
+                    if key not in deleted_keys:  # members packed in one shard share its key
+                        src_backend.delete(key)
+                        deleted_keys.add(key)
+                except TieringError as exc:
+                    failures += 1
+                    log.warning("could not delete source %s (will retry on resume): %s", key, exc)
+                    continue
+                done.append((sid, rid))
+            if done:
+                with self.app.catalog.session() as s:
+                    s.execute(delete(Replica).where(Replica.id.in_([rid for _, rid in done])))
+                    s.execute(
+                        update(MoveStep).where(MoveStep.id.in_([sid for sid, _ in done]))
+                        .values(state=StepState.SOURCE_DELETED, updated_at=self.app.now())
+                    )
+            if start == 0:
                 crash_point("during_delete")
         # steps whose source replica row is already gone (crash between delete and bookkeeping)
         with self.app.catalog.session() as s:

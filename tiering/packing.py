@@ -103,18 +103,17 @@ class ShardLayout:
 
 def layout_shard(name: str, members: Iterable[tuple[str, int]]) -> ShardLayout:
     """Lay out ``(path, size)`` members in the order given, followed by the end-of-archive marker."""
+    return _layout(name, [(path, size, tar_header(path, size)) for path, size in members])
+
+
+def _layout(name: str, members: Iterable[tuple[str, int, bytes]]) -> ShardLayout:
     entries: list[ShardEntry] = []
     pos = 0
-    for path, size in members:
-        header = tar_header(path, size)
+    for path, size, header in members:
         entry = ShardEntry(path, size, pos, pos + len(header), header)
         entries.append(entry)
         pos = entry.end
     return ShardLayout(name, tuple(entries), pos + TAR_END)
-
-
-def _entry_length(path: str, size: int) -> int:
-    return len(tar_header(path, size)) + size + _padding(size)
 
 
 def plan_shards(
@@ -129,17 +128,17 @@ def plan_shards(
     all_members = list(members)
     if any(p == SHARD_DIR or p.startswith(SHARD_DIR + "/") for p, _ in all_members):
         return []
-    small = sorted((p, s) for p, s in all_members if s < threshold)
-    groups: list[list[tuple[str, int]]] = []
+    groups: list[list[tuple[str, int, bytes]]] = []
     used = 0
-    for path, size in small:
-        length = _entry_length(path, size)
+    for path, size in sorted((p, s) for p, s in all_members if s < threshold):
+        header = tar_header(path, size)
+        length = len(header) + size + _padding(size)
         if not groups or used + length + TAR_END > shard_size:
             groups.append([])
             used = 0
-        groups[-1].append((path, size))
+        groups[-1].append((path, size, header))
         used += length
-    return [layout_shard(shard_name(i), group) for i, group in enumerate(groups)]
+    return [_layout(shard_name(i), group) for i, group in enumerate(groups)]
 
 
 # ------------------------------------------------------------------------------------------ writing

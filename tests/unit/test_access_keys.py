@@ -158,9 +158,7 @@ def test_keys_and_labels_without_a_dataset_count_as_unmatched() -> None:
 def test_direct_dataset_reads_resolve_their_label() -> None:
     labels = {"imagenet-mini@2024.1": IMAGENET}
     counter = ReadCounter(_index(), resolve_label=labels.get)
-    assert (
-        counter.add(AccessEvent("", "", _at(6), "GET", "jsonl", dataset="imagenet-mini@2024.1")) == IMAGENET
-    )
+    assert counter.add(AccessEvent("", "", _at(6), "GET", "jsonl", dataset="imagenet-mini@2024.1")) == IMAGENET
     assert counter.add(AccessEvent("", "", _at(6), "GET", "jsonl", dataset="unknown@1")) is None
     assert counter.counts() == {(IMAGENET, date(2025, 2, 6)): 1}
     assert counter.unmatched == 1

@@ -5,11 +5,21 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tiering.backends import Backend, DryRunBackend, FaultyBackend, MemoryBackend, RetryingBackend
+from tiering.backends import (
+    Backend,
+    DryRunBackend,
+    FaultyBackend,
+    FileBackend,
+    MemoryBackend,
+    RetryingBackend,
+    open_backend,
+)
 from tiering.backends.base import ObjectInfo
+from tiering.config import TierConfig, TransferConfig
 from tiering.errors import (
     InsufficientStorage,
     ObjectNotFound,
@@ -295,3 +305,28 @@ def test_dry_run_still_rejects_unsafe_keys(memory: MemoryBackend) -> None:
     with pytest.raises(ValueError):
         DryRunBackend(memory).put("../escape", ExplodingBody())
 
+
+
+# -- open_backend ---------------------------------------------------------------------------------
+
+
+def test_open_backend_builds_memory_and_file_backends_unwrapped(tmp_path: Path) -> None:
+    transfer = TransferConfig()
+    name = f"hot-{uuid.uuid4().hex}"
+    memory = open_backend("hot", TierConfig(rank=0, backend=f"memory://{name}"), transfer)
+    assert isinstance(memory, MemoryBackend)
+    assert memory.url == f"memory://{name}"
+
+    root = tmp_path / "warm tier"
+    file = open_backend("warm", TierConfig(rank=1, backend=root.as_uri()), transfer)
+    assert isinstance(file, FileBackend)
+    file.put("a/b", io.BytesIO(b"on disk"))
+    assert (root / "a" / "b").read_bytes() == b"on disk"
+
+
+def test_open_backend_wraps_s3_in_retries_counting_the_first_attempt() -> None:
+    tier = TierConfig(rank=0, backend="s3://bucket/prefix", endpoint="http://127.0.0.1:9")
+    backend = open_backend("hot", tier, TransferConfig(retries=3))
+    assert isinstance(backend, RetryingBackend)
+    assert backend.attempts == 4
+    assert backend.url == "s3://bucket/prefix"

@@ -74,6 +74,8 @@ MiB: Final = 2**20
 #: S3 limits: at most 10 000 parts; every part but the last at least 5 MiB
 MAX_PARTS: Final = 10_000
 MIN_PART_SIZE: Final = 5 * MiB
+#: the largest object a single PutObject may carry
+MAX_SINGLE_PUT: Final = 5 * 2**30
 
 #: storage classes whose objects must be restored before a GET (GLACIER_IR is instant: not listed)
 ARCHIVE_CLASSES: Final = frozenset({"GLACIER", "DEEP_ARCHIVE"})
@@ -119,15 +121,6 @@ def _read_up_to(body: BinaryIO | ReadStream, limit: int) -> bytes:
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
-
-
-def _read_all(body: BinaryIO | ReadStream) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        chunk = body.read(8 * MiB)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
 
 
 class _Prefixed:
@@ -217,8 +210,8 @@ class S3Backend:
             raise ValueError("an S3 backend needs a bucket")
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (the S3 minimum)")
-        if multipart_threshold < 1:
-            raise ValueError("multipart_threshold must be at least 1 byte")
+        if not 1 <= multipart_threshold <= MAX_SINGLE_PUT:
+            raise ValueError(f"multipart_threshold must be between 1 and {MAX_SINGLE_PUT} bytes")
         if part_workers < 1:
             raise ValueError("part_workers must be at least 1")
         self.bucket = bucket
@@ -427,21 +420,20 @@ class S3Backend:
         """Store ``body`` (read to EOF, strictly in order) under ``key``; overwrites atomically.
 
         Below ``multipart_threshold`` bytes (known ``size``, or an unknown size that turns out small) the
-        body is read into memory and sent as one PutObject. Otherwise a multipart upload: parts of
+        body is read into memory and sent as one PutObject; a body longer than its announced ``size``
+        is not buffered past the threshold but goes multipart. Otherwise a multipart upload: parts of
         ``part_size`` are read one after another and uploaded by at most ``part_workers`` threads, with
         never more than ``part_workers + 1`` parts in memory. Any failure, KeyboardInterrupt included,
         aborts the upload (after in-flight parts settle), so no incomplete upload is left behind.
         """
         full = self._full(key)
-        if size is not None and size < self.multipart_threshold:
-            self._call("put_object", key, Key=full, Body=_read_all(body), **self._write_args(metadata))
-            return
         head = b""
-        if size is None:
+        if size is None or size < self.multipart_threshold:
             head = _read_up_to(body, self.multipart_threshold)
             if len(head) < self.multipart_threshold:
                 self._call("put_object", key, Key=full, Body=head, **self._write_args(metadata))
                 return
+            size = None  # unknown, or the hint was wrong: part sizes cannot rely on it
         self._put_multipart(key, _Prefixed(head, body), size=size, metadata=metadata)
 
     def _put_multipart(

@@ -1,1 +1,31 @@
-"""Policies: the policy file model (:mod:`.model`) and the pure planner (:mod:`.planner`)."""
+"""Policies: the policy file model (:mod:`.model`) and the pure planner (:mod:`.planner`).
+
+``load_policy(path)`` validates a file; ``plan_moves(datasets, tiers, policy=..., now=...)`` returns a
+:class:`Plan` without touching a database, a clock or a file; ``explain(plan, dataset_id)`` is the text of
+``tiering why``.
+"""
+
+from tiering.policy.model import Budget, Comparison, Criteria, Policy, Rule, TierPolicy, load_policy, parse_policy
+from tiering.policy.planner import (
+    WATERMARK_RULE,
+    DatasetFacts,
+    Decision,
+    Decisions,
+    Move,
+    MoveCause,
+    Outcome,
+    Pin,
+    Plan,
+    TierFacts,
+    TierProjection,
+    check_policy_against_tiers,
+    explain,
+    heat,
+    plan_moves,
+)
+
+__all__ = [
+    "WATERMARK_RULE", "Budget", "Comparison", "Criteria", "DatasetFacts", "Decision", "Decisions", "Move",
+    "MoveCause", "Outcome", "Pin", "Plan", "Policy", "Rule", "TierFacts", "TierPolicy", "TierProjection",
+    "check_policy_against_tiers", "explain", "heat", "load_policy", "parse_policy", "plan_moves",
+]

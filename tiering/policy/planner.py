@@ -347,6 +347,8 @@ class _Check(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _ComparisonCheck:
+    """A numeric criterion: ``age_days``, ``idle_days``, ``reads_<N>d``, ``heat``, ``size``."""
+
     criterion: str
     value_of: Callable[[_Subject], float]
     comparison: Comparison
@@ -366,6 +368,8 @@ class _ComparisonCheck:
 
 @dataclass(frozen=True, slots=True)
 class _MemberCheck:
+    """A label that must be one of the allowed values: ``kind``, ``owner``, one key of ``tags``."""
+
     criterion: str
     value_of: Callable[[_Subject], str | None]
     allowed: tuple[str, ...]
@@ -387,6 +391,8 @@ class _MemberCheck:
 
 @dataclass(frozen=True, slots=True)
 class _NameGlobCheck:
+    """The dataset name (without version) matches one of the globs (``fnmatch``, case-sensitive)."""
+
     criterion: str
     globs: tuple[str, ...]
 
@@ -620,7 +626,6 @@ class _Relief:
 
     fraction_before: float
     fraction_after: float
-    reached_low: bool
 
 
 @dataclass(frozen=True)
@@ -882,7 +887,7 @@ class _Planner:
         fraction_after = self.projected[tier.name] / capacity
         reached = self.projected[tier.name] < low
         self.relieved.add(tier.name)
-        self.relief[tier.name] = _Relief(fraction_before, fraction_after, reached)
+        self.relief[tier.name] = _Relief(fraction_before, fraction_after)
         if not reached:
             self.notes.append(
                 f"tier {tier.name} is at {_percent(fraction_after)} after watermark relief, not under its "
