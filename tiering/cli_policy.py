@@ -146,6 +146,11 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
             emit_json(row)
         else:
             click.echo(f"pinned {row.dataset} on {row.tier} or hotter until {row.until[:10]}")
+            from tiering.lifecycle import pin_is_above
+
+            if pin_is_above(c.app(), row):
+                click.echo(f"note: {row.dataset} is on {row.current_tier} now; a pin only stops it from going lower. "
+                           f"Bring it up with `tiering move {row.dataset} --to {row.tier}`", err=True)
 
     @cli.command()
     @click.argument("label")

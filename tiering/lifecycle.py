@@ -109,6 +109,9 @@ class PinRow:
     until: str
     reason: str
     actor: str
+    #: where the dataset is now; when colder than ``tier`` the pin keeps it from sinking further but does
+    #: not bring it up: that is a `tiering move` (or a restore from an archive tier)
+    current_tier: str = ""
 
 
 def pin(app: App, label: str, *, tier: str, until: dt.datetime, reason: str = "") -> PinRow:
@@ -124,7 +127,7 @@ def pin(app: App, label: str, *, tier: str, until: dt.datetime, reason: str = ""
         s.add(Pin(dataset_id=ds.id, tier_id=tier_row.id, until=until, reason=reason, actor=app.actor, created_at=now))
         s.add(AuditEntry(at=now, actor=app.actor, action="pin", dataset_id=ds.id, dataset_label=ds.label,
                          to_tier=tier, result="ok", detail={"until": until.isoformat(), "reason": reason}))
-        return PinRow(ds.label, tier, until.isoformat(), reason, app.actor)
+        return PinRow(ds.label, tier, until.isoformat(), reason, app.actor, ds.home_tier.name)
 
 
 def unpin(app: App, label: str, *, tier: str | None = None) -> int:
@@ -150,6 +153,11 @@ def list_pins(app: App) -> list[PinRow]:
             .order_by(Dataset.name, Dataset.version)
         ).all()
     return [PinRow(f"{n}@{v}", t, u.isoformat(), r, a) for n, v, t, u, r, a in rows]
+
+
+def pin_is_above(app: App, row: PinRow) -> bool:
+    """True when the dataset sits on a tier colder than its pin."""
+    return bool(row.current_tier) and app.config.tier(row.current_tier).rank > app.config.tier(row.tier).rank
 
 
 # ------------------------------------------------------------------------------------------ access
@@ -193,6 +201,19 @@ def prefix_index(app: App) -> DatasetPrefixIndex[int]:
     return index
 
 
+def own_principals(app: App) -> set[str]:
+    """Access key ids tiering itself uses on its S3 tiers: its own GETs (copies, verification) are not reads."""
+    keys: set[str] = set()
+    for name, tc in app.config.tiers.items():
+        if tc.credentials is None:
+            continue
+        try:
+            keys.add(tc.credentials.resolve(name).access_key_id)
+        except TieringError:
+            continue  # credentials not available to this process: nothing to filter by
+    return keys
+
+
 def _label_resolver(app: App) -> Any:
     cache: dict[str, int | None] = {}
 
@@ -216,7 +237,9 @@ def ingest_access(app: App, lines: Iterable[str], fmt: str) -> IngestResult:
     """
     started = dt.datetime.now(dt.UTC)
     stats = IngestStats()
-    counter: ReadCounter[int] = ReadCounter(prefix_index(app), resolve_label=_label_resolver(app))
+    counter: ReadCounter[int] = ReadCounter(
+        prefix_index(app), resolve_label=_label_resolver(app), ignore_principals=own_principals(app)
+    )
     result = IngestResult()
     touched: set[int] = set()
 
@@ -250,7 +273,7 @@ def ingest_s3_event_document(
 ) -> IngestResult:
     """One S3 / MinIO bucket-notification webhook body (``{"Records": [...]}``) into the roll-up."""
     events, stats = parse_s3_event_document(body)
-    counter: ReadCounter[int] = ReadCounter(index or prefix_index(app))
+    counter: ReadCounter[int] = ReadCounter(index or prefix_index(app), ignore_principals=own_principals(app))
     counter.add_all(events)
     batch = counter.drain()
     if batch.counts:
