@@ -77,6 +77,7 @@ class Seaweed:
     data_dir: Path
     process: subprocess.Popen[bytes]
     ports: dict[str, int]
+    sock_dir: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -113,6 +114,8 @@ class Seaweed:
                 with contextlib.suppress(OSError):
                     Path(f"/tmp/seaweedfs-{service}-grpc-{port}.sock").unlink()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.sock_dir is not None and self.sock_dir != self.data_dir:
+            shutil.rmtree(self.sock_dir, ignore_errors=True)
 
 
 def start_seaweed(name: str, *, workdir: Path | None = None) -> Seaweed:
@@ -136,6 +139,8 @@ def start_seaweed(name: str, *, workdir: Path | None = None) -> Seaweed:
 
 def _launch(weed: str, name: str, workdir: Path | None) -> Seaweed:
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-", dir=workdir))
+    # a unix socket path must stay under 108 bytes: a deep work directory gets its sockets elsewhere
+    sock_dir = data_dir if len(str(data_dir)) < 60 else Path(tempfile.mkdtemp(prefix="bsw-", dir="/tmp"))
     keys = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
     ports = dict(zip(keys, free_ports(len(keys)), strict=True))
     cmd = [
@@ -143,9 +148,9 @@ def _launch(weed: str, name: str, workdir: Path | None) -> Seaweed:
         f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
         f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
         "-filer", f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
-        f"-filer.localSocket={data_dir}/filer.sock",
+        f"-filer.localSocket={sock_dir}/filer.sock",
         "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3_grpc']}",
-        f"-s3.localSocket={data_dir}/s3.sock", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        f"-s3.localSocket={sock_dir}/s3.sock", "-s3.port.iceberg=0", "-s3.port.lance=0",
         "-master.volumeSizeLimitMB=1024", "-volume.max=200", "-master.telemetry=false",
         "-volume.preStopSeconds=0",
     ]
@@ -157,7 +162,7 @@ def _launch(weed: str, name: str, workdir: Path | None) -> Seaweed:
                                    stderr=subprocess.STDOUT, start_new_session=True)
     finally:
         log.close()
-    return Seaweed(name, f"http://127.0.0.1:{ports['s3']}", data_dir, process, ports)
+    return Seaweed(name, f"http://127.0.0.1:{ports['s3']}", data_dir, process, ports, sock_dir)
 
 
 def _wait_ready(server: Seaweed) -> None:

@@ -7,7 +7,10 @@ size, as configured). A copy that fails any check is deleted from the destinatio
 touched here.
 
 Copies run in a bounded thread pool: at most ``workers`` copies at once, and never more than a few
-futures queued per worker, so a million-member dataset does not become a million futures.
+futures queued per worker, so a million-member dataset does not become a million futures. A second bound,
+``max_inflight_bytes``, adapts the concurrency to object size: small objects are latency-bound (each
+copy is two or three requests of a few milliseconds), so many run at once; large ones are bandwidth-bound
+and held in memory part by part, so only as many as fit in the byte budget run at once (one always may).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from typing import Literal
 from tiering.backends.base import DIGEST_METADATA_KEY, Backend
 from tiering.errors import CorruptedCopy, SourceChanged, TieringError
 from tiering.hashing import CHUNK_SIZE, Digests, HashingReader
+
+#: bytes of objects being copied at once (an object counts with its size, at most this much)
+DEFAULT_INFLIGHT_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,35 @@ class Progress:
 
 VerifyMode = Literal["readback", "stream"]
 
+#: a stop signal that is always set: a budget reservation with it never waits
+_ALREADY_SET = threading.Event()
+_ALREADY_SET.set()
+
+
+class _ByteBudget:
+    """At most ``limit`` bytes reserved at once, except that a reservation always succeeds when none is held."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int, stop: threading.Event | None) -> bool:
+        """Reserve ``n`` bytes (capped at the limit); False when ``stop`` was set while waiting."""
+        n = min(n, self._limit)
+        with self._cond:
+            while self._held and self._held + n > self._limit:
+                if stop is not None and stop.is_set():
+                    return False
+                self._cond.wait(0.2)
+            self._held += n
+            return True
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self._held -= min(n, self._limit)
+            self._cond.notify_all()
+
 
 class Copier:
     """Copies items from ``src`` to ``dst`` with verification. Stateless between calls."""
@@ -97,12 +132,14 @@ class Copier:
         verify: VerifyMode = "readback",
         md5: bool = False,
         on_before_put: Callable[[CopyItem], None] | None = None,
+        max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES,
     ) -> None:
         self.src = src
         self.dst = dst
         self.workers = workers
         self.verify = verify
         self.md5 = md5
+        self.max_inflight_bytes = max_inflight_bytes
         self._on_before_put = on_before_put
 
     def copy_one(self, item: CopyItem) -> CopyResult:
@@ -177,22 +214,39 @@ class Copier:
     ) -> Iterator[CopyResult]:
         """Copy every item; yield results as they finish (any order).
 
-        At most ``workers`` copies run and at most ``2 * workers`` are queued. When ``stop`` is set, no new
+        At most ``workers`` copies run and at most ``2 * workers`` are queued, and the objects submitted
+        add up to at most ``max_inflight_bytes`` (one object always may go). When ``stop`` is set, no new
         copy starts; those running finish and are yielded.
         """
         window = 2 * self.workers
+        budget = _ByteBudget(self.max_inflight_bytes)
+
+        def run(item: CopyItem) -> CopyResult:
+            try:
+                return self.copy_one(item)
+            finally:
+                budget.release(item.size)
+
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="copy") as pool:
             pending: set[Future[CopyResult]] = set()
             it = iter(items)
             exhausted = False
+            waiting: CopyItem | None = None
             while True:
                 while not exhausted and len(pending) < window and not (stop and stop.is_set()):
-                    try:
-                        item = next(it)
-                    except StopIteration:
-                        exhausted = True
+                    if waiting is None:
+                        try:
+                            waiting = next(it)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                    # never block on the budget while copies are pending: their results must be yielded
+                    if pending and not budget.acquire(waiting.size, _ALREADY_SET):
                         break
-                    pending.add(pool.submit(self.copy_one, item))
+                    if not pending and not budget.acquire(waiting.size, stop):
+                        break
+                    pending.add(pool.submit(run, waiting))
+                    waiting = None
                 if not pending:
                     return
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)

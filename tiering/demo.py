@@ -12,6 +12,7 @@ from pathlib import Path
 from tiering import jobs
 from tiering.app import App
 from tiering.config import config_from_dict, format_size
+from tiering.errors import DatasetArchived
 
 
 def _make_dataset(root: Path, *, files: int, seed: int) -> None:
@@ -29,6 +30,14 @@ def _make_model(root: Path, *, seed: int) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / "weights.safetensors").write_bytes(rng.randbytes(8 * 2**20))
     (root / "config.json").write_text('{"arch": "resnet50", "classes": 7}\n')
+
+
+def _restore_expiry(app: App, label: str) -> str:
+    """When the newest ready restore of ``label`` expires, for display."""
+    from tiering.restore import list_restores
+
+    ends = [r.expires_at for r in list_restores(app) if r.dataset == label and r.expires_at is not None]
+    return max(ends).strftime("%Y-%m-%d %H:%M UTC") if ends else "-"
 
 
 def run_demo(workdir: str | None, *, echo: Callable[[str], None] = print) -> None:
@@ -51,7 +60,8 @@ def run_demo(workdir: str | None, *, echo: Callable[[str], None] = print) -> Non
                         "cost_per_tib_month": 80},
                 "warm": {"rank": 1, "backend": (base / "tiers/warm").as_uri(), "capacity": "10GiB",
                          "cost_per_tib_month": 20},
-                "cold": {"rank": 2, "backend": (base / "tiers/cold").as_uri(), "cost_per_tib_month": 2},
+                "cold": {"rank": 2, "backend": (base / "tiers/cold").as_uri(), "cost_per_tib_month": 2,
+                         "archive": "packed", "pack_threshold": "1MiB", "shard_size": "16MiB"},
             },
             "transfer": {"workers": 4},
         },
@@ -104,6 +114,27 @@ def run_demo(workdir: str | None, *, echo: Callable[[str], None] = print) -> Non
         for h in jobs.show(app, "imagenet-mini@2024-01").history:
             route = f"{h['from'] or '':5}-> {h['to'] or '':5}"
             echo(f"    {h['action']:9} {route} {format_size(h['bytes']):>10}  {h['result']}")
+
+        say("archive imagenet-mini to cold (a tape tier): small files are packed into tar shards")
+        o = jobs.move(app, "imagenet-mini@2024-01", to="cold")
+        cold_objects = [p for p in (base / "tiers/cold").rglob("*") if p.is_file() and "_tiering" not in p.parts]
+        shards = [p for p in cold_objects if "_shards" in p.parts]
+        echo(f"    job {o.job_id}: {o.state}; {o.members} files became {len(cold_objects)} objects on cold "
+             f"({len(shards)} shards)")
+        try:
+            jobs.resolve(app, "imagenet-mini")
+        except DatasetArchived as exc:
+            echo(f"    resolve now says: {exc}")
+
+        say("restore it to hot for 7 days: verified, unpacked to its paths; cold stays the master")
+        from tiering.restore import dispatch_restores, request_restore
+
+        request_restore(app, "imagenet-mini@2024-01", to="hot", days=7)
+        for g in dispatch_restores(app).groups:
+            echo(f"    {g.dataset} -> {g.target}: {g.state}, {format_size(g.bytes)} in {g.seconds:.2f} s")
+        where = jobs.resolve(app, "imagenet-mini")
+        echo(f"    {where.label} is readable on {where.tier} until "
+             f"{_restore_expiry(app, where.label)}; its home stays {jobs.show(app, where.label).dataset.tier}")
     finally:
         app.close()
         if not keep:

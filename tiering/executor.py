@@ -17,6 +17,12 @@ Per member (a *step*): ``planned -> copying -> verified -> committed -> source_d
 
 A lease held by a process on this host that no longer exists is broken at once, so ``tiering resume``
 right after a crash does not wait for the lease to time out.
+
+On an archive destination, members below the tier's ``pack_threshold`` go into tar shard objects
+(:mod:`tiering.packing`): their steps name the shard (``dst_key``) and their offset in it (``dst_offset``),
+and the steps of one shard are claimed, written, verified and recorded together (see "packed steps").
+A job with ``purpose="restore"`` stops after the copy phase: :mod:`tiering.restore` commits its copies as
+staged ones with an expiry; the dataset's home does not move and the source is never deleted.
 """
 
 from __future__ import annotations
@@ -431,6 +437,8 @@ class Executor:
                     ).all()
                 )
             for sid, epoch, mid, dst_key in claimed:
+                if stop is not None and stop.is_set():
+                    return  # claimed steps not handed out yet go back to planned (_release_unstarted)
                 m = members[mid]
                 if mid not in src_keys:
                     raise BackendError(f"member {m.path} has no live copy on the source tier")

@@ -459,28 +459,30 @@ def cancel_restore(app: App, request_id: int) -> RestoreView:
 
 
 def _remove_unfinished_copies(app: App, job_id: int) -> None:
-    """Delete the not-yet-live destination copies of a restore job that will never commit."""
+    """Delete what a restore job that will never commit wrote on its target: every step's object whose
+    member has no live copy there (found by the step's deterministic key, so a copy that landed after its
+    replica row was removed is found too), then the rows."""
     with app.catalog.session() as s:
         job = s.get_one(MoveJob, job_id)
         if job.state in UNFINISHED_JOB_STATES:
             return
         dst = s.get_one(Tier, job.dst_tier_id).name
-        rows = s.execute(
-            select(Replica.id, Replica.key)
-            .join(MoveStep, and_(MoveStep.member_id == Replica.member_id, MoveStep.job_id == job_id))
-            .where(Replica.tier_id == job.dst_tier_id, Replica.state != ReplicaState.LIVE)
-        ).all()
+        live = select(Replica.member_id).where(Replica.tier_id == job.dst_tier_id,
+                                               Replica.state == ReplicaState.LIVE)
+        keys = list(s.scalars(select(MoveStep.dst_key).where(
+            MoveStep.job_id == job_id, MoveStep.member_id.not_in(live)).distinct()))
+        dst_tier_id = job.dst_tier_id
     backend = app.backend(dst)
-    gone: list[int] = []
-    for rid, key in rows:
+    for key in keys:
         try:
             backend.delete(key)
-            gone.append(rid)
         except TieringError as exc:
             log.warning("could not delete partial restore copy %s on %s: %s", key, dst, exc)
-    for chunk in _chunks(gone):
-        with app.catalog.session() as s:
-            s.execute(delete(Replica).where(Replica.id.in_(chunk)))
+            return  # keep the rows: the next attempt finds the objects through them
+    with app.catalog.session() as s:
+        s.execute(delete(Replica).where(
+            Replica.tier_id == dst_tier_id, Replica.state != ReplicaState.LIVE,
+            Replica.member_id.in_(select(MoveStep.member_id).where(MoveStep.job_id == job_id))))
 
 
 def _chunks(ids: Sequence[int]) -> list[Sequence[int]]:
@@ -644,6 +646,8 @@ def _dispatch_group(
     outcome.state = _commit_restore(app, job_id, clock)
     if outcome.state == "running":
         outcome.error = "other workers still copy some members; dispatching again carries on"
+    elif outcome.state != "ready":  # cancelled by another process while we copied
+        _remove_unfinished_copies(app, job_id)
     outcome.seconds = monotonic() - started
     return outcome
 

@@ -7,6 +7,12 @@ Why the low-level client and not boto3's managed transfer: the transfer manager 
 future per chunk and re-reads nothing we need; measured here it was the slower path. ``put`` below reads the
 body strictly in order (so a hashing wrapper sees bytes in order) and uploads parts from a small bounded pool.
 
+Small requests (GET, HEAD, single PUT, multipart parts, DELETE) on a plain-http path-style endpoint go
+through :mod:`tiering.backends.s3_lean` (SigV4 by hand, pooled connections, ``UNSIGNED-PAYLOAD``): botocore
+costs ~2 ms of GIL-holding CPU per request, which caps a 2-core machine at a few hundred small objects per
+second. An endpoint that answers the lean path with 403 gets the same request again from botocore (signed
+payload); when that works, the backend stops using the lean path. ``lean_requests=False`` turns it off.
+
 This is the only module that imports botocore exceptions; every vendor error leaves it translated to the
 tree in :mod:`tiering.errors`, with the cause chained (``raise ... from exc``):
 
@@ -52,10 +58,12 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
     ProxyConnectionError,
+    ReadTimeoutError,
     SSLError,
 )
 
 from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key
+from tiering.backends.s3_lean import LeanConnectionError, LeanHTTPError, LeanS3Client, StaticKeys
 from tiering.config import Credentials, TierConfig, TransferConfig
 from tiering.errors import (
     AccessDenied,
@@ -101,6 +109,9 @@ _ONGOING_RE: Final = re.compile(r'ongoing-request\s*=\s*"(true|false)"', re.IGNO
 # thread-safe: the lock serialises client creation (once per backend).
 _shared_session: boto3.session.Session | None = None
 _shared_session_lock = threading.Lock()
+
+#: returned by ``_lean`` when botocore must make the request instead
+_USE_BOTOCORE: Final = object()
 
 
 def _error_code(exc: ClientError) -> str:
@@ -154,7 +165,7 @@ class S3ReadStream:
     def read(self, size: int = -1, /) -> bytes:
         try:
             data: bytes = self._body.read() if size is None or size < 0 else self._body.read(size)
-        except (BotoCoreError, OSError) as exc:
+        except (BotoCoreError, OSError, LeanConnectionError) as exc:
             raise TransientBackendError(
                 f"reading {self._key} failed mid-stream: {type(exc).__name__}",
                 backend=self._backend.url,
@@ -205,6 +216,7 @@ class S3Backend:
         storage_class: str | None = None,
         connect_timeout: float = 5,
         read_timeout: float = 60,
+        lean_requests: bool = True,
     ) -> None:
         if not bucket:
             raise ValueError("an S3 backend needs a bucket")
@@ -244,6 +256,18 @@ class S3Backend:
         )
         self._client_obj: Any = None
         self._client_lock = threading.Lock()
+        self._retries = retries
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._max_pool_connections = max_pool_connections
+        # the lean path needs what it can sign for by hand: plain http, path-style, a custom endpoint
+        self._lean_wanted = (
+            lean_requests and addressing_style == "path"
+            and (endpoint_url or "").lower().startswith("http://")
+        )
+        self._lean_client: LeanS3Client | None = None
+        self._chain_credentials: Any = None
+        self._lean_refused = threading.local()
 
     @classmethod
     def from_config(cls, name: str, tier: TierConfig, transfer: TransferConfig) -> S3Backend:
@@ -270,6 +294,7 @@ class S3Backend:
             # every member copy may run part_workers requests at once, plus one for its reads
             max_pool_connections=max(32, transfer.workers * (transfer.part_workers + 1)),
             retries=transfer.retries,
+            lean_requests=transfer.lean_requests,
             storage_class="GLACIER" if tier.archive == "glacier" else None,
         )
 
@@ -320,6 +345,86 @@ class S3Backend:
             return getattr(self._client(), op)(Bucket=self.bucket, **kwargs)
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, op=op, key=key) from exc
+
+    # -- the lean request path ----------------------------------------------------------------------
+
+    def _lean_keys(self) -> StaticKeys | None:
+        creds = self._credentials
+        if creds is not None:
+            token = creds.session_token.reveal() if creds.session_token else None
+            return StaticKeys(creds.access_key_id, creds.secret_access_key.reveal(), token)
+        chain = self._chain_credentials
+        if chain is None:
+            return None
+        frozen = chain.get_frozen_credentials()  # refreshes temporary credentials when they near expiry
+        if not frozen.access_key or not frozen.secret_key:
+            return None
+        return StaticKeys(frozen.access_key, frozen.secret_key, frozen.token)
+
+    def _lean(self) -> LeanS3Client | None:
+        """The lean client, or None when this backend uses botocore only."""
+        if not self._lean_wanted:
+            return None
+        client = self._lean_client
+        if client is not None:
+            return client
+        if self._credentials is None and self._chain_credentials is None:
+            self._client()  # makes the shared session, whose default chain finds the credentials
+            assert _shared_session is not None
+            self._chain_credentials = _shared_session.get_credentials()
+        with self._client_lock:
+            if self._lean_client is None:
+                assert self.endpoint_url is not None
+                self._lean_client = LeanS3Client(
+                    self.endpoint_url, region=self.region, keys_source=self._lean_keys,
+                    attempts=self._retries + 1, connect_timeout=self._connect_timeout,
+                    read_timeout=self._read_timeout, max_idle=self._max_pool_connections,
+                )
+            return self._lean_client
+
+    def _via_lean(self, op: str, key: str, send: Any) -> Any:
+        """``send(lean_client)`` with errors translated like a botocore call's, or ``_USE_BOTOCORE``.
+
+        A 403 is not translated here: wrong keys, a bucket policy, an archived object, or an endpoint that
+        refuses unsigned payloads all look alike, so botocore repeats the request (signed payload) and its
+        answer counts; see :meth:`_after_refusal`.
+        """
+        lean = self._lean()
+        if lean is None:
+            return _USE_BOTOCORE
+        self._lean_refused.refused = False
+        try:
+            return send(lean)
+        except LeanHTTPError as exc:
+            if exc.status == 403:
+                self._lean_refused.refused = True
+                return _USE_BOTOCORE
+            err = ClientError(
+                {"Error": {"Code": exc.code, "Message": exc.message},
+                 "ResponseMetadata": {"HTTPStatusCode": exc.status, "HTTPHeaders": exc.headers}},
+                op,
+            )
+            raise self._translate(err, op=op, key=key) from err
+        except LeanConnectionError as exc:
+            where = self.endpoint_url or ""
+            cause: Exception
+            if exc.kind == "connect":
+                cause = EndpointConnectionError(endpoint_url=where, error=str(exc))
+            elif exc.kind == "timeout":
+                cause = ReadTimeoutError(endpoint_url=where, error=str(exc))
+            else:
+                cause = ConnectionClosedError(endpoint_url=where, error=str(exc))
+            raise self._translate(cause, op=op, key=key) from cause
+        except PermissionError:
+            return _USE_BOTOCORE  # no credentials at hand: botocore raises the proper error
+
+    def _after_refusal(self) -> None:
+        """botocore succeeded where the lean path got a 403: this endpoint wants signed payloads."""
+        if getattr(self._lean_refused, "refused", False):
+            self._lean_refused.refused = False
+            if self._lean_wanted:
+                self._lean_wanted = False
+                log.info("%s refuses unsigned-payload requests; using botocore for every request", self.url)
 
     def _translate(self, exc: Exception, *, op: str, key: str) -> BackendError:
         where = f"s3://{self.bucket}/{self.prefix}{key}" if key else f"s3://{self.bucket}"
@@ -426,15 +531,27 @@ class S3Backend:
         never more than ``part_workers + 1`` parts in memory. Any failure, KeyboardInterrupt included,
         aborts the upload (after in-flight parts settle), so no incomplete upload is left behind.
         """
-        full = self._full(key)
+        self._full(key)  # an unsafe key fails here, before any byte is read
         head = b""
         if size is None or size < self.multipart_threshold:
             head = _read_up_to(body, self.multipart_threshold)
             if len(head) < self.multipart_threshold:
-                self._call("put_object", key, Key=full, Body=head, **self._write_args(metadata))
+                self._put_single(key, head, metadata)
                 return
             size = None  # unknown, or the hint was wrong: part sizes cannot rely on it
         self._put_multipart(key, _Prefixed(head, body), size=size, metadata=metadata)
+
+    def _put_single(self, key: str, data: bytes, metadata: Mapping[str, str] | None) -> None:
+        full = self._full(key)
+        headers = {f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}
+        if self.storage_class:
+            headers["x-amz-storage-class"] = self.storage_class
+        done = self._via_lean(
+            "put_object", key, lambda c: c.request("PUT", self.bucket, full, headers=headers, body=data)
+        )
+        if done is _USE_BOTOCORE:
+            self._call("put_object", key, Key=full, Body=data, **self._write_args(metadata))
+            self._after_refusal()
 
     def _put_multipart(
         self, key: str, body: _Prefixed, *, size: int | None, metadata: Mapping[str, str] | None
@@ -482,9 +599,16 @@ class S3Backend:
             pool.shutdown(wait=True)
 
     def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
-        resp = self._call(
-            "upload_part", key, Key=self._full(key), UploadId=upload_id, PartNumber=number, Body=data
+        full = self._full(key)
+        answer = self._via_lean(
+            "upload_part", key,
+            lambda c: c.request("PUT", self.bucket, full, query={"partNumber": str(number), "uploadId": upload_id},
+                                body=data),
         )
+        if answer is not _USE_BOTOCORE:
+            return {"PartNumber": number, "ETag": answer.headers["etag"]}
+        resp = self._call("upload_part", key, Key=full, UploadId=upload_id, PartNumber=number, Body=data)
+        self._after_refusal()
         return {"PartNumber": number, "ETag": resp["ETag"]}
 
     def _abort_quietly(self, key: str, upload_id: str) -> None:
@@ -511,6 +635,19 @@ class S3Backend:
             end = "" if length is None else str(offset + length - 1)
             args["Range"] = f"bytes={offset}-{end}"
         try:
+            answer = self._via_lean(
+                "get_object", key,
+                lambda c: c.request("GET", self.bucket, full,
+                                    headers={"range": args["Range"]} if "Range" in args else None, stream=True),
+            )
+        except BackendError as exc:
+            if isinstance(exc.__cause__, ClientError) and _error_code(exc.__cause__) == "InvalidRange":
+                self.head(key)
+                return io.BytesIO(b"")
+            raise
+        if answer is not _USE_BOTOCORE:
+            return S3ReadStream(answer, self, key)
+        try:
             resp = self._client().get_object(Bucket=self.bucket, **args)
         except ClientError as exc:
             if _error_code(exc) == "InvalidRange":
@@ -519,19 +656,37 @@ class S3Backend:
             raise self._translate(exc, op="get_object", key=key) from exc
         except BotoCoreError as exc:
             raise self._translate(exc, op="get_object", key=key) from exc
+        self._after_refusal()
         return S3ReadStream(resp["Body"], self, key)
 
     def head(self, key: str) -> ObjectInfo:
         """Size, our metadata, storage class and archive state (from ``x-amz-restore``) of ``key``."""
-        resp = self._call("head_object", key, Key=self._full(key))
-        storage_class = str(resp.get("StorageClass") or "STANDARD")
-        ongoing = _ONGOING_RE.search(str(resp.get("Restore") or ""))
+        full = self._full(key)
+        answer = self._via_lean("head_object", key, lambda c: c.request("HEAD", self.bucket, full))
+        if answer is not _USE_BOTOCORE:
+            h: dict[str, str] = answer.headers
+            return self._object_info(
+                key, int(h.get("content-length", 0)), h.get("x-amz-storage-class"), h.get("x-amz-restore"),
+                {k[len("x-amz-meta-"):]: v for k, v in h.items() if k.startswith("x-amz-meta-")},
+            )
+        resp = self._call("head_object", key, Key=full)
+        self._after_refusal()
+        return self._object_info(
+            key, int(resp["ContentLength"]), resp.get("StorageClass"), resp.get("Restore"), resp.get("Metadata") or {}
+        )
+
+    @staticmethod
+    def _object_info(
+        key: str, size: int, storage_class_header: str | None, restore_header: str | None, metadata: Mapping[str, Any]
+    ) -> ObjectInfo:
+        storage_class = str(storage_class_header or "STANDARD")
+        ongoing = _ONGOING_RE.search(str(restore_header or ""))
         restore_in_progress = ongoing is not None and ongoing.group(1).lower() == "true"
         restored = ongoing is not None and ongoing.group(1).lower() == "false"
         return ObjectInfo(
             key=key,
-            size=int(resp["ContentLength"]),
-            metadata={str(k).lower(): str(v) for k, v in (resp.get("Metadata") or {}).items()},
+            size=size,
+            metadata={str(k).lower(): str(v) for k, v in metadata.items()},
             storage_class=storage_class,
             archived=storage_class in ARCHIVE_CLASSES and not restored,
             restore_in_progress=restore_in_progress,
@@ -539,8 +694,12 @@ class S3Backend:
 
     def delete(self, key: str) -> None:
         """Remove ``key``; a missing key is fine (S3 DELETE is idempotent), a missing bucket is not."""
+        full = self._full(key)
         with contextlib.suppress(ObjectNotFound):
-            self._call("delete_object", key, Key=self._full(key))
+            done = self._via_lean("delete_object", key, lambda c: c.request("DELETE", self.bucket, full))
+            if done is _USE_BOTOCORE:
+                self._call("delete_object", key, Key=full)
+                self._after_refusal()
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` (relative to the backend prefix) in key order, one page at a time.
@@ -602,8 +761,11 @@ class S3Backend:
     def close(self) -> None:
         with self._client_lock:
             client, self._client_obj = self._client_obj, None
+            lean, self._lean_client = self._lean_client, None
         if client is not None:
             client.close()
+        if lean is not None:
+            lean.close()
 
     # -- archive and administration ---------------------------------------------------------------
 
