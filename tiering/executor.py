@@ -34,11 +34,13 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import Table, and_, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from tiering.app import App
@@ -69,8 +71,15 @@ from tiering.packing import MemberSource, ShardLayout, layout_shard, plan_shards
 
 log = logging.getLogger(__name__)
 
+# Core tables for the hot bookkeeping paths: batched UPDATEs without the ORM's per-statement overhead
+STEPS = cast(Table, MoveStep.__table__)
+REPLICAS = cast(Table, Replica.__table__)
+
 #: steps claimed per catalog round trip
 CLAIM_BATCH = 64
+#: verified copies recorded per catalog transaction, or every RECORD_SECONDS, whichever comes first
+RECORD_BATCH = 128
+RECORD_SECONDS = 0.5
 #: a step whose copy failed transiently goes back to planned this many times before the job fails
 MAX_STEP_ATTEMPTS = 3
 #: source copies deleted per catalog transaction after commit
@@ -299,29 +308,34 @@ class Executor:
             if owner is None or (owner != self.worker_id and (lease_until is None or lease_until < now
                                                               or lease_owner_is_dead(owner)))
         ][:limit]
-        claimed: list[tuple[int, int, int, str]] = []
+        if not candidates:
+            return []
+        # one conditional UPDATE per distinct epoch (usually one): a step whose epoch moved on since the
+        # SELECT was claimed by someone else and is left alone
+        by_epoch: dict[int, list[int]] = {}
         for sid, epoch in candidates:
-            res = s.execute(
-                update(MoveStep)
-                .where(MoveStep.id == sid, MoveStep.epoch == epoch)
+            by_epoch.setdefault(epoch, []).append(sid)
+        for epoch, ids in by_epoch.items():
+            s.execute(
+                update(STEPS)
+                .where(STEPS.c.id.in_(ids), STEPS.c.epoch == epoch)
                 .values(
                     state=StepState.COPYING, lease_owner=self.worker_id, lease_until=until, epoch=epoch + 1,
-                    attempts=MoveStep.attempts + 1, updated_at=now,
+                    attempts=STEPS.c.attempts + 1, updated_at=now,
                 )
             )
-            if res.rowcount == 1:  # type: ignore[attr-defined]
-                claimed.append((sid, epoch + 1, 0, ""))
+        wanted = {sid: epoch + 1 for sid, epoch in candidates}
+        claimed = [
+            (sid, ep, mid, key)
+            for sid, ep, mid, key, owner in s.execute(
+                select(STEPS.c.id, STEPS.c.epoch, STEPS.c.member_id, STEPS.c.dst_key, STEPS.c.lease_owner)
+                .where(STEPS.c.id.in_(list(wanted)))
+                .order_by(STEPS.c.id)
+            )
+            if owner == self.worker_id and wanted[sid] == ep
+        ]
         if not claimed:
             return []
-        rows = {
-            sid: (mid, key)
-            for sid, mid, key in s.execute(
-                select(MoveStep.id, MoveStep.member_id, MoveStep.dst_key).where(
-                    MoveStep.id.in_([c[0] for c in claimed])
-                )
-            )
-        }
-        claimed = [(sid, ep, rows[sid][0], rows[sid][1]) for sid, ep, _, _ in claimed]
         # the destination replica row exists before the first byte is written: an abandoned attempt is findable
         existing = set(
             s.scalars(
@@ -380,14 +394,24 @@ class Executor:
         heartbeat = threading.Thread(target=self._heartbeat, args=(job_id, internal_stop), daemon=True)
         heartbeat.start()
         lease_lost = False
+        verified: list[CopyResult] = []
         try:
             if dst_archive:
                 self._copy_shards(job_id, source, dst_backend, copier.verify, outcome, progress,
                                   internal_stop, stop)
             items = self._claimed_items(job_id, src_tier_id, dst_tier_id, internal_stop, stop)
+            last_flush = time.monotonic()
             for result in copier.copy_many(items, progress=progress, stop=internal_stop):
                 try:
-                    self._record(result, job_id, dst_tier_id, outcome)
+                    if result.ok:
+                        crash_point("after_copy")
+                        verified.append(result)
+                        if len(verified) >= RECORD_BATCH or time.monotonic() - last_flush >= RECORD_SECONDS:
+                            self._record_verified(verified, dst_tier_id, outcome)
+                            last_flush = time.monotonic()
+                    else:
+                        self._record_verified(verified, dst_tier_id, outcome)
+                        self._record(result, job_id, dst_tier_id, outcome)
                 except LeaseLost:
                     lease_lost = True
                     internal_stop.set()
@@ -398,6 +422,13 @@ class Executor:
         finally:
             internal_stop.set()
             heartbeat.join(timeout=5)
+            # copies already verified are recorded even when the loop ended early: their bytes are good
+            try:
+                self._record_verified(verified, dst_tier_id, outcome)
+            except LeaseLost:
+                lease_lost = True
+            except TieringError:
+                log.warning("could not record verified copies of job %s; they will be copied again", job_id)
             self._release_unstarted(job_id)
         if lease_lost:
             raise LeaseLost(job_id, -1)
@@ -448,14 +479,54 @@ class Executor:
                     src_offset=src_offsets.get(mid) or 0,
                 )
 
+    def _record_verified(self, batch: list[CopyResult], dst_tier_id: int, outcome: JobOutcome) -> None:
+        """Mark a batch of verified copies in one transaction; empties ``batch``.
+
+        Only steps this worker still owns at the epoch it claimed them are marked; any other means the
+        lease was taken over, and :class:`LeaseLost` is raised after the rest are recorded.
+        """
+        if not batch:
+            return
+        copied_before = outcome.copied
+        wanted = {r.item.ref: self._epochs.get(r.item.ref, -1) for r in batch}
+        now = self.app.now()
+        with self.app.catalog.session() as s:
+            stmt = select(STEPS.c.id, STEPS.c.epoch, STEPS.c.lease_owner, STEPS.c.member_id).where(
+                STEPS.c.id.in_(list(wanted))
+            )
+            if self.app.catalog.dialect == "postgresql":
+                stmt = stmt.with_for_update()
+            ours = [
+                (sid, mid) for sid, epoch, owner, mid in s.execute(stmt)
+                if owner == self.worker_id and wanted[sid] == epoch
+            ]
+            if ours:
+                s.execute(
+                    update(STEPS)
+                    .where(STEPS.c.id.in_([sid for sid, _ in ours]))
+                    .values(state=StepState.VERIFIED, lease_owner=None, lease_until=None, last_error=None,
+                            updated_at=now)
+                )
+                s.execute(
+                    update(REPLICAS)
+                    .where(REPLICAS.c.tier_id == dst_tier_id, REPLICAS.c.member_id.in_([mid for _, mid in ours]))
+                    .values(state=ReplicaState.VERIFIED, verified_at=now)
+                )
+        outcome.copied += len(ours)
+        lost = [sid for sid in wanted if sid not in {o[0] for o in ours}]
+        batch.clear()
+        if copied_before == 0 and outcome.copied > 0:
+            crash_point("after_verify")
+        if lost:
+            raise LeaseLost(lost[0], wanted[lost[0]])
+
     def _record(self, result: CopyResult, job_id: int, dst_tier_id: int, outcome: JobOutcome) -> None:
         sid = result.item.ref
         epoch = self._epochs.get(sid, -1)
         now = self.app.now()
         with self.app.catalog.session() as s:
             step = s.get_one(MoveStep, sid)
-            if result.ok:
-                crash_point("after_copy")
+            if result.ok:  # batched by _record_verified; kept for callers recording one result
                 res = s.execute(
                     update(MoveStep)
                     .where(MoveStep.id == sid, MoveStep.epoch == epoch, MoveStep.lease_owner == self.worker_id)
