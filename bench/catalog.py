@@ -170,7 +170,11 @@ def plan_child(config_path: str) -> None:
     t2 = time.monotonic()
     moves = len(getattr(plan, "moves", ()) or ())
     app.close()
-    print(json.dumps({"setup_seconds": t1 - t0, "plan_seconds": t2 - t1, "moves": moves}))
+    # VmHWM, not the parent's wait4 ru_maxrss: that one starts from the parent's size at fork
+    hwm_kib = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                   if line.startswith("VmHWM:"))
+    print(json.dumps({"setup_seconds": t1 - t0, "plan_seconds": t2 - t1, "moves": moves,
+                      "peak_rss_mib": hwm_kib / 1024}))
 
 
 def _child_env() -> dict[str, str]:
@@ -187,12 +191,11 @@ def _measure_child(config_path: Path) -> dict[str, Any]:
     assert proc.stdout is not None and proc.stderr is not None
     out = proc.stdout.read()
     err = proc.stderr.read()
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    _pid, status, _usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         return {"error": err.decode(errors="replace")[-600:]}
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024
     return result
 
 

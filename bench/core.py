@@ -228,7 +228,7 @@ def format_table(rows: Sequence[Row]) -> str:
         ratio = f"{mb / peer:.2f}x" if (mb and peer) else "-"
         lines.append([
             r.workload, r.shape, r.tool + (" *" if r.is_ours else ""),
-            f"{mb:.1f}" if mb else "-", f"{ops:.0f}" if ops else "-", f"{sec:.2f}" if sec else "-",
+            f"{mb:.1f}" if mb else "-", _ops(ops), f"{sec:.2f}" if sec else "-",
             _fmt(r.median("client_cpu")), _fmt(r.median("server_cpu")), ratio,
             f"{len(r.good)}/{len(r.samples)}",
         ])
@@ -254,10 +254,16 @@ def format_markdown(rows: Sequence[Row]) -> str:
         peer = best.get((r.workload, r.shape))
         ratio = f"{mb / peer:.2f}x" if (mb and peer) else "-"
         name = f"**{r.tool}**" if r.is_ours else r.tool
-        out.append(f"| {r.workload} | {r.shape} | {name} | {mb:.1f} | {ops:.0f} | {_fmt(r.median('client_cpu'))} | "
+        out.append(f"| {r.workload} | {r.shape} | {name} | {mb:.1f} | {_ops(ops)} | {_fmt(r.median('client_cpu'))} | "
                    f"{_fmt(r.median('server_cpu'))} | {ratio} |" if mb and ops else
                    f"| {r.workload} | {r.shape} | {name} | - | - | - | - | failed |")
     return "\n".join(out)
+
+
+def _ops(v: float | None) -> str:
+    if not v:
+        return "-"
+    return f"{v:.2f}" if v < 10 else f"{v:.0f}"
 
 
 def _fmt(v: float | None) -> str:

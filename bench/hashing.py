@@ -12,7 +12,7 @@ from typing import Any
 
 import xxhash
 
-from bench.core import GiB, MiB, rotated
+from bench.core import GiB, MiB, _block, rotated
 from bench.servers import ACCESS_KEY, SECRET_KEY
 from bench.transfer import Env
 
@@ -44,8 +44,9 @@ def run_hashing(env: Env, size_name: str, nbytes: int | None, reps: int) -> dict
     from tiering.copier import Copier, CopyItem
 
     size = nbytes or HASH_BYTES[size_name]
-    data = b"".join(xxhash.xxh3_128_digest(i.to_bytes(8, "big")) * (MiB // 16) for i in range(size // MiB))
-    data += b"\x00" * (size - len(data))
+    # incompressible: SeaweedFS may compress what looks compressible, which would flatter every copy
+    block = _block(env.seed)
+    data = b"".join(block for _ in range(size // len(block))) + block[:size % len(block)]
     ceiling = _hash_ceiling(data, reps)
     expected = xxhash.xxh3_128_hexdigest(data)
 
