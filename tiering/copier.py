@@ -27,7 +27,7 @@ from typing import Literal
 
 from tiering.backends.base import DIGEST_METADATA_KEY, Backend
 from tiering.errors import CorruptedCopy, SourceChanged, TieringError
-from tiering.hashing import CHUNK_SIZE, Digests, HashingReader
+from tiering.hashing import Digests, HashingReader, hash_stream
 
 #: bytes of objects being copied at once (an object counts with its size, at most this much)
 DEFAULT_INFLIGHT_BYTES = 512 * 2**20
@@ -209,12 +209,7 @@ class Copier:
     def _read_back(self, key: str) -> Digests:
         stream = self.dst.open_read(key)
         try:
-            check = Digests()
-            while True:
-                chunk = stream.read(CHUNK_SIZE)
-                if not chunk:
-                    return check
-                check.update(chunk)
+            return hash_stream(stream)
         finally:
             stream.close()
 

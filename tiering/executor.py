@@ -411,7 +411,7 @@ class Executor:
                             last_flush = time.monotonic()
                     else:
                         self._record_verified(verified, dst_tier_id, outcome)
-                        self._record(result, job_id, dst_tier_id, outcome)
+                        self._record_failure(result, job_id, dst_tier_id, outcome)
                 except LeaseLost:
                     lease_lost = True
                     internal_stop.set()
@@ -520,53 +520,36 @@ class Executor:
         if lost:
             raise LeaseLost(lost[0], wanted[lost[0]])
 
-    def _record(self, result: CopyResult, job_id: int, dst_tier_id: int, outcome: JobOutcome) -> None:
+    def _record_failure(self, result: CopyResult, job_id: int, dst_tier_id: int, outcome: JobOutcome) -> None:
+        """Record a failed copy: back to planned for a retry (transient, attempts left) or failed with its reason."""
         sid = result.item.ref
         epoch = self._epochs.get(sid, -1)
         now = self.app.now()
+        err = result.error
+        reason = err.reason if err is not None else "error"
+        message = f"{reason}: {err}"
         with self.app.catalog.session() as s:
             step = s.get_one(MoveStep, sid)
-            if result.ok:  # batched by _record_verified; kept for callers recording one result
-                res = s.execute(
-                    update(MoveStep)
-                    .where(MoveStep.id == sid, MoveStep.epoch == epoch, MoveStep.lease_owner == self.worker_id)
-                    .values(state=StepState.VERIFIED, lease_owner=None, lease_until=None, last_error=None,
-                            updated_at=now)
+            back_to = StepState.PLANNED if _retryable(result) and step.attempts < MAX_STEP_ATTEMPTS else None
+            res = s.execute(
+                update(MoveStep)
+                .where(MoveStep.id == sid, MoveStep.epoch == epoch)
+                .values(state=back_to or StepState.FAILED, lease_owner=None, lease_until=None,
+                        last_error=message, updated_at=now)
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                raise LeaseLost(sid, epoch)
+            # the copier already deleted the bad destination object
+            s.execute(
+                delete(Replica).where(
+                    Replica.member_id == step.member_id, Replica.tier_id == dst_tier_id,
+                    Replica.state != ReplicaState.LIVE,
                 )
-                if res.rowcount != 1:  # type: ignore[attr-defined]
-                    raise LeaseLost(sid, epoch)
-                s.execute(
-                    update(Replica)
-                    .where(Replica.member_id == step.member_id, Replica.tier_id == dst_tier_id)
-                    .values(state=ReplicaState.VERIFIED, verified_at=now)
-                )
-                outcome.copied += 1
-            else:
-                err = result.error
-                reason = err.reason if err is not None else "error"
-                message = f"{reason}: {err}"
-                back_to = StepState.PLANNED if _retryable(result) and step.attempts < MAX_STEP_ATTEMPTS else None
-                res = s.execute(
-                    update(MoveStep)
-                    .where(MoveStep.id == sid, MoveStep.epoch == epoch)
-                    .values(state=back_to or StepState.FAILED, lease_owner=None, lease_until=None,
-                            last_error=message, updated_at=now)
-                )
-                if res.rowcount != 1:  # type: ignore[attr-defined]
-                    raise LeaseLost(sid, epoch)
-                # the copier already deleted the bad destination object
-                s.execute(
-                    delete(Replica).where(
-                        Replica.member_id == step.member_id, Replica.tier_id == dst_tier_id,
-                        Replica.state != ReplicaState.LIVE,
-                    )
-                )
-                if back_to is None:
-                    outcome.failed += 1
-                    outcome.failures.append(f"{result.item.src_key}: {message}")
-                    s.execute(update(MoveJob).where(MoveJob.id == job_id).values(last_error=message))
-        if result.ok and outcome.copied == 1:
-            crash_point("after_verify")
+            )
+            if back_to is None:
+                outcome.failed += 1
+                outcome.failures.append(f"{result.item.src_key}: {message}")
+                s.execute(update(MoveJob).where(MoveJob.id == job_id).values(last_error=message))
 
     def _release_unstarted(self, job_id: int) -> None:
         """Steps claimed but never copied (a stop, an error elsewhere) go back to planned for any worker."""
