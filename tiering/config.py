@@ -188,9 +188,11 @@ class TransferConfig(_Strict):
     part_size: int = Field(default=64 * 2**20, description="multipart part size (bytes)")
     multipart_threshold: int = Field(default=64 * 2**20, description="objects from this size use multipart")
     part_workers: int = Field(default=4, ge=1, le=64, description="parts of one large object moved at once")
-    verify: Literal["readback", "stream"] = Field(
-        default="readback",
-        description="readback: re-read the destination and hash it; stream: trust the hash of the bytes sent",
+    verify: Literal["auto", "readback", "stream"] = Field(
+        default="auto",
+        description="auto: objects up to 32 MiB are written with their MD5 for the store to check (Content-MD5), "
+                    "larger ones and stores that do not check are read back; readback: re-read the destination "
+                    "and hash it; stream: trust the hash of the bytes sent",
     )
     retries: int = Field(default=4, ge=0, le=20, description="attempts after the first for transient errors")
     lean_requests: bool = Field(

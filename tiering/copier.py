@@ -2,9 +2,20 @@
 
 One copy: stream the source through an xxh3-128 hasher into the destination (our digest travels as
 object metadata), check that the streamed bytes hash to the expected digest (else the source changed),
-then verify what the destination holds (re-read and hash it, or trust the streamed hash and check the
-size, as configured). A copy that fails any check is deleted from the destination; the source is never
-touched here.
+then verify what the destination holds. A copy that fails any check is deleted from the destination; the
+source is never touched here.
+
+How the destination is verified (``verify``):
+
+* ``auto`` (the default): an object of at most ``DIGEST_CHECK_MAX`` bytes is read whole from the source and
+  hashed twice at once, xxh3-128 and MD5; a changed source is caught before anything is written, and the
+  write carries the MD5, which the store checks against the bytes it received (S3 ``Content-MD5``, where
+  the endpoint enforces it) and refuses on a mismatch. The bytes stored are then exactly the bytes that
+  hash to the catalog's xxh3-128, and no second request reads them back. Larger objects, stores that do
+  not check the MD5, and local tiers (where reading back costs less than an MD5) are read back as with
+  ``readback``.
+* ``readback``: re-read the destination and hash it.
+* ``stream``: trust the hash of the bytes sent and check only the stored size.
 
 Copies run in a bounded thread pool: at most ``workers`` copies at once, and never more than a few
 futures queued per worker, so a million-member dataset does not become a million futures. A second bound,
@@ -16,6 +27,7 @@ and held in memory part by part, so only as many as fit in the byte budget run a
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import threading
 import time
@@ -26,7 +38,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tiering.backends.base import DIGEST_METADATA_KEY, Backend
-from tiering.errors import CorruptedCopy, SourceChanged, TieringError
+from tiering.errors import CorruptedCopy, DigestRefused, SourceChanged, TieringError
 from tiering.hashing import Digests, HashingReader, hash_stream
 
 #: bytes of objects being copied at once (an object counts with its size, at most this much)
@@ -95,7 +107,10 @@ class Progress:
         return max(0.0, (self.total_bytes - self.done_bytes) / rate)
 
 
-VerifyMode = Literal["readback", "stream"]
+VerifyMode = Literal["auto", "readback", "stream"]
+
+#: ``verify="auto"``: objects up to this size are read whole, hashed (xxh3-128 + MD5) and written with their MD5
+DIGEST_CHECK_MAX = 32 * 2**20
 
 #: a stop signal that is always set: a budget reservation with it never waits
 _ALREADY_SET = threading.Event()
@@ -127,6 +142,20 @@ class _ByteBudget:
             self._cond.notify_all()
 
 
+def _read_to_end(reader: HashingReader, expected: int) -> bytes:
+    """What ``reader`` gives until EOF, in one buffer, but never more than ``expected + 1`` bytes: a source
+    that grew is caught by its size without being read whole into memory."""
+    parts = []
+    left = expected + 1
+    while left > 0:
+        chunk = reader.read(left)
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 class Copier:
     """Copies items from ``src`` to ``dst`` with verification. Stateless between calls."""
 
@@ -136,7 +165,7 @@ class Copier:
         dst: Backend,
         *,
         workers: int = 8,
-        verify: VerifyMode = "readback",
+        verify: VerifyMode = "auto",
         md5: bool = False,
         on_before_put: Callable[[CopyItem], None] | None = None,
         max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES,
@@ -148,13 +177,18 @@ class Copier:
         self.md5 = md5
         self.max_inflight_bytes = max_inflight_bytes
         self._on_before_put = on_before_put
+        self._dst_checks_md5 = verify == "auto" and dst.checks_content_md5()
 
     def copy_one(self, item: CopyItem) -> CopyResult:
         """Copy and verify one item. Never raises a TieringError: failures come back in the result."""
         started = time.monotonic()
         try:
-            digests = self._stream(item)
-            self._verify_destination(item, digests)
+            if self.verify == "auto" and item.size <= DIGEST_CHECK_MAX and self._dst_checks_md5:
+                digests, checked = self._copy_checked(item)
+            else:
+                digests, checked = self._stream(item), False
+            if not checked:
+                self._verify_destination(item, digests)
         except TieringError as exc:
             with contextlib.suppress(TieringError):
                 self.dst.delete(item.dst_key)
@@ -168,6 +202,36 @@ class Copier:
             seconds=time.monotonic() - started,
         )
 
+    def _copy_checked(self, item: CopyItem) -> tuple[Digests, bool]:
+        """Read the whole source (xxh3-128 and MD5), check it, then write it with its MD5 for the store to
+        check. Returns the digests and whether the store checked the MD5."""
+        raw = self.src.open_read(item.src_key, offset=item.src_offset, length=item.size if item.src_offset else None)
+        reader = HashingReader(raw, Digests(md5=True), limit=item.size if item.src_offset else None)
+        try:
+            data = _read_to_end(reader, item.size)
+        finally:
+            reader.close()
+        digests = reader.digests
+        self._check_source(item, digests)
+        metadata = {DIGEST_METADATA_KEY: item.expected_xxh3} if item.expected_xxh3 else {}
+        if self._on_before_put is not None:
+            self._on_before_put(item)
+        try:
+            checked = self.dst.put(item.dst_key, io.BytesIO(data), size=len(data), metadata=metadata,
+                                   content_md5=digests.md5)
+        except DigestRefused as exc:
+            raise CorruptedCopy(f"{self.src.url}/{item.src_key}", f"{self.dst.url}/{item.dst_key}",
+                                f"md5 {digests.md5}", f"refused by the store ({exc})") from exc
+        return digests, checked
+
+    def _check_source(self, item: CopyItem, digests: Digests) -> None:
+        if item.expected_xxh3 is not None and (
+            digests.xxh3 != item.expected_xxh3 or digests.size != item.size
+        ):
+            raise SourceChanged(
+                f"{self.src.url}/{item.src_key}", item.expected_xxh3, f"{digests.xxh3} ({digests.size} bytes)"
+            )
+
     def _stream(self, item: CopyItem) -> Digests:
         length = item.size if item.src_offset or item.size == 0 else None
         raw = self.src.open_read(item.src_key, offset=item.src_offset, length=length)
@@ -180,17 +244,12 @@ class Copier:
         finally:
             reader.close()
         digests = reader.digests
-        if item.expected_xxh3 is not None and (
-            digests.xxh3 != item.expected_xxh3 or digests.size != item.size
-        ):
-            raise SourceChanged(
-                f"{self.src.url}/{item.src_key}", item.expected_xxh3, f"{digests.xxh3} ({digests.size} bytes)"
-            )
+        self._check_source(item, digests)
         return digests
 
     def _verify_destination(self, item: CopyItem, digests: Digests) -> None:
         dst_name = f"{self.dst.url}/{item.dst_key}"
-        if self.verify == "readback":
+        if self.verify != "stream":  # readback, or auto where the store did not check the MD5
             if digests.size >= READBACK_PARALLEL_FROM:
                 check = self._read_back_in_ranges(item.dst_key, digests.size)
             else:

@@ -172,6 +172,10 @@ class PermanentBackendError(BackendError):
     reason = "permanent"
 
 
+class DigestRefused(PermanentBackendError):
+    """The store refused a write: the bytes it received do not hash to the MD5 sent with them."""
+
+
 class AccessDenied(PermanentBackendError):
     reason = "access_denied"
 

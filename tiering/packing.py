@@ -285,7 +285,7 @@ def write_shard(
     *,
     label: str,
     workers: int = 8,
-    verify: Literal["readback", "stream"] = "readback",
+    verify: Literal["auto", "readback", "stream"] = "auto",
     on_member: Callable[[int], None] | None = None,
 ) -> None:
     """Write the shard ``layout`` to ``dst`` at ``key`` from its members' ``sources``, then verify it.
@@ -301,7 +301,8 @@ def write_shard(
         stream.close()
     if stream.bytes_out != layout.size:
         raise CorruptedCopy(src.url, f"{dst.url}/{key}", f"{layout.size} bytes", f"{stream.bytes_out} bytes sent")
-    verify_shard(dst, key, layout, sources, label=label, readback=verify == "readback")
+    # a shard is too large to be buffered and checked by its MD5: ``auto`` reads it back
+    verify_shard(dst, key, layout, sources, label=label, readback=verify != "stream")
 
 
 def verify_shard(

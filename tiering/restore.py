@@ -927,14 +927,15 @@ def _sweep_group(
     backend = app.backend(tier_name)
     gone: list[int] = []
     freed = 0
-    deleted_keys: set[str] = set()
+    keys = list(dict.fromkeys(key for _rid, key, _size in doomed))  # packed members share their shard's key
+    try:
+        failed: dict[str, TieringError] = dict(backend.delete_many(keys))
+    except TieringError as whole:
+        failed = dict.fromkeys(keys, whole)
+    for key, why in failed.items():
+        log.warning("could not delete expired staged copy %s on %s (next sweep retries): %s", key, tier_name, why)
     for rid, key, size in doomed:
-        try:
-            if key not in deleted_keys:
-                backend.delete(key)
-                deleted_keys.add(key)
-        except TieringError as exc:
-            log.warning("could not delete expired staged copy %s on %s (next sweep retries): %s", key, tier_name, exc)
+        if key in failed:
             continue
         gone.append(rid)
         freed += size

@@ -8,10 +8,12 @@ each under its own prefix: a new SeaweedFS bucket costs a volume allocation (~0.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import pytest
 from tiering.backends import Backend, FileBackend, MemoryBackend
 from tiering.backends.base import DIGEST_METADATA_KEY
 from tiering.config import Credentials, Secret
-from tiering.errors import ObjectNotFound
+from tiering.errors import DigestRefused, ObjectNotFound
 from tiering.hashing import xxh3_bytes
 
 MiB = 2**20
@@ -268,6 +270,40 @@ def test_delete_removes_and_deleting_again_is_fine(backend: Backend) -> None:
         backend.head("del/me")
     backend.delete("del/me")
     backend.delete("never/was/here")
+
+
+def test_a_write_with_its_md5_is_checked_by_the_store_and_a_wrong_one_is_refused(subject: Subject) -> None:
+    backend = subject.backend
+    data = os.urandom(300_000)
+    right, wrong = hashlib.md5(data).hexdigest(), hashlib.md5(data[1:]).hexdigest()
+    put_bytes(backend, "md5/old", b"previous")
+    checked = backend.put("md5/old", Unseekable(data), size=len(data), content_md5=right)
+    assert read_all(backend, "md5/old") == data
+    multipart = subject.kind == "s3" and getattr(backend, "multipart_threshold", 1 << 62) <= len(data)
+    # a single write is checked (SeaweedFS enforces Content-MD5); a multipart upload carries no whole MD5
+    assert checked is (not multipart)
+    if multipart:
+        return
+    with pytest.raises(DigestRefused):
+        backend.put("md5/new", Unseekable(data), size=len(data), content_md5=wrong)
+    with pytest.raises(ObjectNotFound):
+        backend.head("md5/new")
+    with pytest.raises(DigestRefused):
+        backend.put("md5/old", Unseekable(data[:-1] + b"!"), size=len(data), content_md5=right)
+    assert read_all(backend, "md5/old") == data  # the refused write left the old object as it was
+    assert backend.put("md5/plain", Unseekable(data), size=len(data)) is False  # no MD5, nothing checked
+    assert [o.key for o in backend.list("md5/")] == ["md5/old", "md5/plain"]
+
+
+def test_delete_many_removes_every_key_and_reports_no_failure_for_missing_ones(backend: Backend) -> None:
+    keys = [f"many/{i:04d}" for i in range(1205)]  # more than one DeleteObjects request on S3
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda key: put_bytes(backend, key, b"k"), keys[:1203]))
+    put_bytes(backend, "many-kept/x", b"stay")
+    assert backend.delete_many(keys) == {}
+    assert [o.key for o in backend.list("many/")] == []
+    assert read_all(backend, "many-kept/x") == b"stay"
+    assert backend.delete_many([]) == {}
 
 
 def test_list_returns_objects_under_prefix_in_key_order(backend: Backend) -> None:

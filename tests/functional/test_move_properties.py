@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tiering import jobs
-from tiering.backends.base import Backend
+from tiering.backends.base import Backend, delete_each
 from tiering.backends.memory import MemoryBackend
 
 TIERS = ("hot", "warm", "cold")
@@ -46,9 +46,9 @@ class CrashAfter:
             raise SimulatedCrash()
         self.budget["left"] = left - 1
 
-    def put(self, key: str, body: Any, **kw: Any) -> None:
+    def put(self, key: str, body: Any, **kw: Any) -> bool:
         self._tick()
-        self.inner.put(key, body, **kw)
+        return self.inner.put(key, body, **kw)
 
     def open_read(self, key: str, **kw: Any) -> Any:
         self._tick()
@@ -57,6 +57,9 @@ class CrashAfter:
     def delete(self, key: str) -> None:
         self._tick()
         self.inner.delete(key)
+
+    def delete_many(self, keys: Any) -> Any:
+        return delete_each(self, keys)  # a crash may come between any two keys
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

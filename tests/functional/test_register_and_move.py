@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from helpers import check_invariant, make_tree, open_app, workspace_config
@@ -122,15 +122,48 @@ def test_move_to_the_same_tier_or_an_unknown_tier_is_refused(app: App, tmp_path:
         jobs.move(app, "nope", to="warm")
 
 
+class _ChecksContentMD5:
+    """A file tier that asks for the MD5 check a remote store makes (the file backend's ``put`` makes it)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.url = inner.url
+
+    def checks_content_md5(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _IgnoresContentMD5(_ChecksContentMD5):
+    """A store that says it checks MD5s but does not check this write (its ``put`` says so)."""
+
+    def put(self, key: str, body: Any, **kw: Any) -> bool:
+        kw.pop("content_md5", None)
+        self.inner.put(key, body, **kw)
+        return False
+
+
+@pytest.mark.parametrize(
+    ("verify", "store_checks_md5"),
+    [("auto", True), ("auto", False), ("readback", True)],
+    ids=["auto-store-checks-md5", "auto-store-ignores-md5", "readback"],
+)
 def test_a_destination_that_corrupts_bytes_fails_with_checksum_mismatch_and_keeps_the_source(
-    tmp_path: Path,
+    tmp_path: Path, verify: str, store_checks_md5: bool,
 ) -> None:
     files = make_tree(tmp_path / "src", 6, seed=4, min_size=10)
+    warm_stores: list[FaultyBackend] = []
 
     def corrupt_warm(tier: str, backend: Backend) -> Backend:
-        return FaultyBackend(backend, corrupt_writes=True) if tier == "warm" else backend
+        if tier != "warm":
+            return backend
+        store = cast(Backend, (_ChecksContentMD5 if store_checks_md5 else _IgnoresContentMD5)(backend))
+        warm_stores.append(FaultyBackend(store, corrupt_writes=True))
+        return warm_stores[-1]
 
-    app = open_app(workspace_config(tmp_path), backend_wrapper=corrupt_warm)
+    app = open_app(workspace_config(tmp_path, transfer={"verify": verify}), backend_wrapper=corrupt_warm)
     try:
         jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         outcome = jobs.move(app, "d@1", to="warm")
@@ -148,6 +181,9 @@ def test_a_destination_that_corrupts_bytes_fails_with_checksum_mismatch_and_keep
             assert read_all(app.backend("hot"), f"dataset/d/1/{rel}") == data
         assert jobs.resolve(app, "d").tier == "hot"
         assert check_invariant(app).problems == []
+        # caught by the store's MD5 check (no read-back) only where the store makes that check
+        reads_back = sum(w.calls.get("open_read", 0) for w in warm_stores)
+        assert (reads_back == 0) == (verify == "auto" and store_checks_md5)
     finally:
         app.close()
 

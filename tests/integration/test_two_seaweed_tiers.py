@@ -13,6 +13,8 @@ from helpers import check_invariant, make_tree, open_app, run_cli, workspace_con
 from servers import SeaweedServer
 
 from tiering import jobs
+from tiering.backends import FaultyBackend
+from tiering.backends.base import Backend
 
 
 def _register_and_move_round_trip(tmp_path: Path, data: dict[str, Any]) -> None:
@@ -54,6 +56,35 @@ def test_register_and_move_between_two_seaweed_servers_with_postgres(
     data = workspace_config(tmp_path, tiers=s3_tiers, catalog=postgres_url,
                             transfer={"multipart_threshold": "8MiB", "part_size": "5MiB"})
     _register_and_move_round_trip(tmp_path, data)
+
+
+def test_seaweed_refuses_bytes_corrupted_on_the_way_so_the_move_fails_without_reading_back(
+    tmp_path: Path, s3_tiers: dict[str, Any]
+) -> None:
+    files = make_tree(tmp_path / "src", 5, seed=23, min_size=1000)
+    warm: list[FaultyBackend] = []
+
+    def corrupt_warm(tier: str, backend: Backend) -> Backend:
+        if tier != "warm":
+            return backend
+        warm.append(FaultyBackend(backend, corrupt_writes=True))
+        return warm[-1]
+
+    app = open_app(workspace_config(tmp_path, tiers=s3_tiers), backend_wrapper=corrupt_warm)
+    try:
+        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        outcome = jobs.move(app, "d@1", to="warm")
+        assert outcome.state == "failed" and "checksum_mismatch" in (outcome.error or "")
+        assert "refused by the store" in (outcome.error or "")  # the server's Content-MD5 check caught it
+        assert sum(w.calls.get("open_read", 0) for w in warm) == 0  # nothing was read back to find it
+        assert [o.key for o in app.backend("warm").list("dataset/")] == []
+        for rel, payload in files.items():
+            stream = app.backend("hot").open_read(f"dataset/d/1/{rel}")
+            assert stream.read() == payload
+            stream.close()
+        assert check_invariant(app).problems == []
+    finally:
+        app.close()
 
 
 def test_a_second_client_reads_our_bytes_and_digest_metadata(

@@ -9,7 +9,8 @@ Rules shared by all methods:
 * ``put`` overwrites an existing key and is atomic: a reader sees the old object or the whole new
   one, never a part. A failed ``put`` leaves no partial object (a multipart upload is aborted, a temp
   file removed).
-* ``delete`` of a missing key is not an error (idempotent).
+* ``delete`` of a missing key is not an error (idempotent); ``delete_many`` removes many keys in as few
+  requests as the store allows (S3 DeleteObjects: 1,000 keys per request) and reports failures per key.
 * ``head`` and ``open_read`` of a missing key raise :class:`~tiering.errors.ObjectNotFound`.
 * Failures are raised as :class:`~tiering.errors.BackendError` subclasses, never vendor errors:
   ``TransientBackendError`` is worth retrying, ``PermanentBackendError`` is not.
@@ -18,9 +19,11 @@ Rules shared by all methods:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, runtime_checkable
+
+from tiering.errors import BackendError
 
 #: metadata key under which our own digest of an object is stored (``x-amz-meta-xxh3-128`` on S3)
 DIGEST_METADATA_KEY = "xxh3-128"
@@ -75,12 +78,24 @@ class Backend(Protocol):
         *,
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> None:
+        content_md5: str | None = None,
+    ) -> bool:
         """Store all bytes read from ``body`` (until EOF) under ``key``, overwriting atomically.
 
         ``size`` is a hint (bytes) that lets a backend choose a single request or multipart.
+        ``content_md5`` (hex) is what the body must hash to: a backend that can have the store check it
+        (S3 ``Content-MD5`` on a single request, where the endpoint enforces it; the local backends check
+        it themselves) refuses a body that does not with ``DigestRefused`` and stores nothing. Returns True
+        when that check was made, False when it was not (no ``content_md5``, a multipart upload, an
+        endpoint that ignores the header): the caller then verifies some other way.
         Raises ``InsufficientStorage`` when the destination is full, ``BackendError`` otherwise.
         """
+        ...
+
+    def checks_content_md5(self) -> bool:
+        """Whether a single-request ``put`` with ``content_md5`` is checked by the store and that is cheaper
+        than reading the object back (a remote store that enforces ``Content-MD5``); False for local stores,
+        where reading back costs less than computing an MD5."""
         ...
 
     def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
@@ -97,6 +112,13 @@ class Backend(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove ``key``; missing is fine."""
+        ...
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, BackendError]:
+        """Remove every key of ``keys`` (missing is fine); returns the keys that could not be removed, with why.
+
+        Raises only for a failure of the whole call that says nothing per key (the store unreachable).
+        """
         ...
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -123,3 +145,14 @@ def check_key(key: str) -> str:
     if any(part in ("", ".", "..") for part in key.split("/")):
         raise ValueError(f"invalid object key {key!r}")
     return key
+
+
+def delete_each(backend: Backend, keys: Sequence[str]) -> dict[str, BackendError]:
+    """``delete_many`` for a backend without a batch delete: one ``delete`` per key, failures collected."""
+    failed: dict[str, BackendError] = {}
+    for key in keys:
+        try:
+            backend.delete(key)
+        except BackendError as exc:
+            failed[key] = exc
+    return failed

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key
-from tiering.errors import BackendError, InsufficientStorage, ObjectNotFound, PermanentBackendError
+from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key, delete_each
+from tiering.errors import BackendError, DigestRefused, InsufficientStorage, ObjectNotFound, PermanentBackendError
 
 META_DIR = ".tiering-meta"
 TMP_PREFIX = ".tiering-tmp-"
@@ -62,9 +63,11 @@ class FileBackend:
         *,
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> None:
+        content_md5: str | None = None,
+    ) -> bool:
         path = self._path(key)
         tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        md5 = hashlib.md5() if content_md5 is not None else None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as out:
@@ -73,6 +76,11 @@ class FileBackend:
                     if not chunk:
                         break
                     out.write(chunk)
+                    if md5 is not None:
+                        md5.update(chunk)
+                if md5 is not None and md5.hexdigest() != content_md5:
+                    raise DigestRefused(f"{key}: the body does not hash to its MD5 {content_md5}",
+                                        backend=self.url, key=key)
                 out.flush()
                 if self._fsync:
                     os.fsync(out.fileno())
@@ -86,6 +94,7 @@ class FileBackend:
                 with contextlib.suppress(FileNotFoundError):
                     meta_path.unlink()
             os.replace(tmp, path)
+            return md5 is not None
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -101,6 +110,9 @@ class FileBackend:
         if exc.errno == errno.ENOENT:
             return ObjectNotFound(key, backend=self.url)
         return PermanentBackendError(f"{exc.strerror or exc} ({key})", backend=self.url, key=key)
+
+    def checks_content_md5(self) -> bool:
+        return False  # ``put`` checks a given MD5, but reading a local copy back costs less than an MD5
 
     def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
         path = self._path(key)
@@ -146,6 +158,9 @@ class FileBackend:
             except OSError:
                 break
             parent = parent.parent
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, BackendError]:
+        return delete_each(self, keys)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         if not self.root.exists():

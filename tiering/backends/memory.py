@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import BinaryIO
 
-from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key
-from tiering.errors import ObjectNotFound
+from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key, delete_each
+from tiering.errors import BackendError, DigestRefused, ObjectNotFound
 
 
 class MemoryBackend:
@@ -35,7 +36,8 @@ class MemoryBackend:
         *,
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> None:
+        content_md5: str | None = None,
+    ) -> bool:
         check_key(key)
         buf = io.BytesIO()
         while True:
@@ -43,8 +45,15 @@ class MemoryBackend:
             if not chunk:
                 break
             buf.write(chunk)
+        data = buf.getvalue()
+        if content_md5 is not None and hashlib.md5(data).hexdigest() != content_md5:
+            raise DigestRefused(f"{key}: the body does not hash to its MD5 {content_md5}", backend=self.url, key=key)
         with self._lock:
-            self._objects[key] = (buf.getvalue(), dict(metadata or {}))
+            self._objects[key] = (data, dict(metadata or {}))
+        return content_md5 is not None
+
+    def checks_content_md5(self) -> bool:
+        return False  # ``put`` checks a given MD5, but reading a local copy back costs less than an MD5
 
     def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
         with self._lock:
@@ -66,6 +75,9 @@ class MemoryBackend:
     def delete(self, key: str) -> None:
         with self._lock:
             self._objects.pop(key, None)
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, BackendError]:
+        return delete_each(self, keys)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         with self._lock:

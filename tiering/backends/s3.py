@@ -35,12 +35,15 @@ them the access key id and signatures) at DEBUG: nothing here lowers its level; 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import io
 import logging
 import re
 import threading
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, BinaryIO, Final
 from urllib.parse import urlparse
@@ -62,13 +65,14 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key
+from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key, delete_each
 from tiering.backends.s3_lean import LeanConnectionError, LeanHTTPError, LeanS3Client, StaticKeys
 from tiering.config import Credentials, TierConfig, TransferConfig
 from tiering.errors import (
     AccessDenied,
     ArchivedObject,
     BackendError,
+    DigestRefused,
     InsufficientStorage,
     ObjectNotFound,
     PermanentBackendError,
@@ -186,6 +190,18 @@ class S3ReadStream:
         self.close()
 
 
+#: keys per DeleteObjects request (the S3 maximum)
+DELETE_OBJECTS_MAX = 1000
+#: single deletes at once where DeleteObjects is not supported
+SINGLE_DELETE_STREAMS = 8
+_DIGEST_CODES: Final = frozenset({"BadDigest", "InvalidDigest"})
+_BATCH_DELETE_UNSUPPORTED: Final = frozenset({"NotImplemented", "MethodNotAllowed", "501"})
+
+
+class _BatchDeleteUnsupported(Exception):
+    """The endpoint does not implement DeleteObjects."""
+
+
 class S3Backend:
     """Objects in ``bucket`` under ``prefix`` on an S3-compatible endpoint.
 
@@ -268,6 +284,11 @@ class S3Backend:
         self._lean_client: LeanS3Client | None = None
         self._chain_credentials: Any = None
         self._lean_refused = threading.local()
+        #: set when the endpoint answers DeleteObjects with "not implemented": single deletes from then on
+        self._no_batch_delete = False
+        #: whether the endpoint refuses a body that does not match its Content-MD5; None until probed
+        self._md5_enforced: bool | None = None
+        self._md5_probe_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, name: str, tier: TierConfig, transfer: TransferConfig) -> S3Backend:
@@ -446,6 +467,9 @@ class S3Backend:
                     f"(`tiering restore NAME --to TIER`, or RestoreObject)",
                     backend=self.url, key=key,
                 )
+            if code in _DIGEST_CODES:
+                return DigestRefused(f"{op} {where}: the store refused the body: {message}",
+                                     backend=self.url, key=key)
             if code == "NoSuchUpload":
                 return PermanentBackendError(f"{op} {where}: the multipart upload is gone ({message})",
                                              backend=self.url, key=key)
@@ -521,7 +545,8 @@ class S3Backend:
         *,
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> None:
+        content_md5: str | None = None,
+    ) -> bool:
         """Store ``body`` (read to EOF, strictly in order) under ``key``; overwrites atomically.
 
         Below ``multipart_threshold`` bytes (known ``size``, or an unknown size that turns out small) the
@@ -530,28 +555,70 @@ class S3Backend:
         ``part_size`` are read one after another and uploaded by at most ``part_workers`` threads, with
         never more than ``part_workers + 1`` parts in memory. Any failure, KeyboardInterrupt included,
         aborts the upload (after in-flight parts settle), so no incomplete upload is left behind.
+
+        ``content_md5`` travels as ``Content-MD5`` on a single PutObject when the endpoint enforces it
+        (learnt once per backend by a probe write it must refuse); the answer says whether it did.
         """
         self._full(key)  # an unsafe key fails here, before any byte is read
         head = b""
         if size is None or size < self.multipart_threshold:
             head = _read_up_to(body, self.multipart_threshold)
             if len(head) < self.multipart_threshold:
-                self._put_single(key, head, metadata)
-                return
+                checked = content_md5 is not None and self._enforces_content_md5()
+                self._put_single(key, head, metadata, content_md5 if checked else None)
+                return checked
             size = None  # unknown, or the hint was wrong: part sizes cannot rely on it
         self._put_multipart(key, _Prefixed(head, body), size=size, metadata=metadata)
+        return False
 
-    def _put_single(self, key: str, data: bytes, metadata: Mapping[str, str] | None) -> None:
+    def _put_single(
+        self, key: str, data: bytes, metadata: Mapping[str, str] | None, content_md5: str | None,
+        *, storage_class: bool = True,
+    ) -> None:
         full = self._full(key)
         headers = {f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}
-        if self.storage_class:
+        args = self._write_args(metadata)
+        if not storage_class:
+            args.pop("StorageClass", None)
+        elif self.storage_class:
             headers["x-amz-storage-class"] = self.storage_class
+        if content_md5 is not None:
+            headers["content-md5"] = args["ContentMD5"] = base64.b64encode(bytes.fromhex(content_md5)).decode()
         done = self._via_lean(
             "put_object", key, lambda c: c.request("PUT", self.bucket, full, headers=headers, body=data)
         )
         if done is _USE_BOTOCORE:
-            self._call("put_object", key, Key=full, Body=data, **self._write_args(metadata))
+            self._call("put_object", key, Key=full, Body=data, **args)
             self._after_refusal()
+
+    def checks_content_md5(self) -> bool:
+        return self._enforces_content_md5()
+
+    def _enforces_content_md5(self) -> bool:
+        """Whether the endpoint refuses a body that does not match its Content-MD5 (probed once)."""
+        known = self._md5_enforced
+        if known is not None:
+            return known
+        with self._md5_probe_lock:
+            if self._md5_enforced is None:
+                self._md5_enforced = self._probe_content_md5()
+            return bool(self._md5_enforced)
+
+    def _probe_content_md5(self) -> bool | None:
+        """Write a small object with a wrong Content-MD5: refused means enforced. None when the probe itself
+        failed for another reason (asked again next time)."""
+        key = f"_tiering/content-md5-probe-{uuid.uuid4().hex}"
+        try:
+            self._put_single(key, b"content-md5 probe", None, hashlib.md5(b"").hexdigest(), storage_class=False)
+        except DigestRefused:
+            return True
+        except BackendError as exc:
+            log.debug("%s: Content-MD5 probe failed (%s); verifying by reading back for now", self.url, exc)
+            return None
+        with contextlib.suppress(BackendError):
+            self.delete(key)
+        log.info("%s does not check Content-MD5: copies here are verified by reading them back", self.url)
+        return False
 
     def _put_multipart(
         self, key: str, body: _Prefixed, *, size: int | None, metadata: Mapping[str, str] | None
@@ -700,6 +767,47 @@ class S3Backend:
             if done is _USE_BOTOCORE:
                 self._call("delete_object", key, Key=full)
                 self._after_refusal()
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, BackendError]:
+        """DeleteObjects, up to 1,000 keys per request; an endpoint without it gets parallel single deletes."""
+        failed: dict[str, BackendError] = {}
+        for start in range(0, len(keys), DELETE_OBJECTS_MAX):
+            chunk = list(keys[start:start + DELETE_OBJECTS_MAX])
+            if not self._no_batch_delete:
+                try:
+                    failed.update(self._delete_objects(chunk))
+                    continue
+                except _BatchDeleteUnsupported:
+                    self._no_batch_delete = True
+                    log.info("%s: DeleteObjects not supported by the endpoint; deleting one key at a time", self.url)
+            with ThreadPoolExecutor(max_workers=SINGLE_DELETE_STREAMS, thread_name_prefix="delete") as pool:
+                parts = [chunk[i::SINGLE_DELETE_STREAMS] for i in range(SINGLE_DELETE_STREAMS)]
+                for part_failed in pool.map(lambda part: delete_each(self, part), parts):
+                    failed.update(part_failed)
+        return failed
+
+    def _delete_objects(self, keys: list[str]) -> dict[str, BackendError]:
+        full = {self._full(k): k for k in keys}
+        try:
+            response = self._client().delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": f} for f in full], "Quiet": True}
+            )
+        except ClientError as exc:
+            if _error_code(exc) in _BATCH_DELETE_UNSUPPORTED:
+                raise _BatchDeleteUnsupported() from exc
+            raise self._translate(exc, op="delete_objects", key="") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, op="delete_objects", key="") from exc
+        failed: dict[str, BackendError] = {}
+        for error in response.get("Errors", ()):
+            key = full.get(str(error.get("Key", "")))
+            code = str(error.get("Code", ""))
+            if key is None or code in _NOT_FOUND_CODES:
+                continue
+            one = ClientError({"Error": {"Code": code, "Message": str(error.get("Message", ""))},
+                               "ResponseMetadata": {}}, "DeleteObjects")
+            failed[key] = self._translate(one, op="delete_object", key=key)
+        return failed
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` (relative to the backend prefix) in key order, one page at a time.

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, BinaryIO, TypeVar, cast
 
-from tiering.backends.base import Backend, Location, ObjectInfo, ReadStream, check_key
+from tiering.backends.base import Backend, Location, ObjectInfo, ReadStream, check_key, delete_each
 from tiering.errors import BackendError, ObjectNotFound, TransientBackendError
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class RetryingBackend:
     What can be retried:
 
     * ``head``, ``delete``, ``abort_incomplete``, ``request_restore``: the whole call.
+    * ``delete_many``: the whole call, then the keys that failed transiently, as a smaller batch.
     * ``open_read``: opening the stream; an error while the caller reads it is the caller's to handle
       (the copier retries the member).
     * ``list``: resumes after the last key already yielded (keys come in order), so nothing repeats.
@@ -139,7 +141,8 @@ class RetryingBackend:
         *,
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> None:
+        content_md5: str | None = None,
+    ) -> bool:
         start = _seek_position(body)
         if start is not None:
             seekable: Any = body
@@ -147,16 +150,22 @@ class RetryingBackend:
             def rewind() -> None:
                 seekable.seek(start)
 
-            self._retry("put", key, lambda: self.inner.put(key, body, size=size, metadata=metadata),
-                        before_retry=rewind)
-            return
+            return self._retry(
+                "put", key, lambda: self.inner.put(key, body, size=size, metadata=metadata, content_md5=content_md5),
+                before_retry=rewind,
+            )
         if size is not None and size <= self.buffer_limit:
             check_key(key)  # fail before reading the body
             buffered = _BufferedBody(_read_all(body))
-            self._retry("put", key, lambda: self.inner.put(key, buffered, size=size, metadata=metadata),
-                        before_retry=buffered.rewind)
-            return
-        self.inner.put(key, body, size=size, metadata=metadata)
+            return self._retry(
+                "put", key,
+                lambda: self.inner.put(key, buffered, size=size, metadata=metadata, content_md5=content_md5),
+                before_retry=buffered.rewind,
+            )
+        return self.inner.put(key, body, size=size, metadata=metadata, content_md5=content_md5)
+
+    def checks_content_md5(self) -> bool:
+        return self.inner.checks_content_md5()
 
     def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
         return self._retry("open_read", key, lambda: self.inner.open_read(key, offset=offset, length=length))
@@ -166,6 +175,24 @@ class RetryingBackend:
 
     def delete(self, key: str) -> None:
         self._retry("delete", key, lambda: self.inner.delete(key))
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, BackendError]:
+        pending = list(keys)
+        failed: dict[str, BackendError] = {}
+        for attempt in range(1, self.attempts + 1):
+            if not pending:
+                break
+            batch = pending
+            failed.update(self._retry("delete_many", batch[0], partial(self.inner.delete_many, batch)))
+            pending = [k for k in batch if isinstance(failed.get(k), TransientBackendError)]
+            if pending and attempt < self.attempts:
+                wait_s = self.delay(attempt)
+                log.warning("delete of %d keys on %s failed (attempt %d/%d), retrying in %.2fs: %s",
+                            len(pending), self.url, attempt, self.attempts, wait_s, failed[pending[0]])
+                self._sleep(wait_s)
+                for key in pending:
+                    del failed[key]
+        return failed
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         last: str | None = None
@@ -324,7 +351,8 @@ class FaultyBackend:
         *,
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> None:
+        content_md5: str | None = None,
+    ) -> bool:
         self._enter("put", key)
         stream: BinaryIO | ReadStream = body
         limit = self.fail_puts_after_bytes
@@ -335,7 +363,10 @@ class FaultyBackend:
             stream = _FailingReader(stream, limit, lambda: self._error(key, what))
         if self.corrupt_writes:
             stream = _CorruptingReader(stream)
-        self.inner.put(key, stream, size=size, metadata=metadata)
+        return self.inner.put(key, stream, size=size, metadata=metadata, content_md5=content_md5)
+
+    def checks_content_md5(self) -> bool:
+        return self.inner.checks_content_md5()
 
     def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
         self._enter("open_read", key)
@@ -349,6 +380,9 @@ class FaultyBackend:
     def delete(self, key: str) -> None:
         self._enter("delete", key)
         self.inner.delete(key)
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, BackendError]:
+        return delete_each(self, keys)  # one fault check per key, as with ``delete``
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         self._enter("list", prefix)
@@ -403,8 +437,13 @@ class DryRunBackend:
         *,
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> None:
+        content_md5: str | None = None,
+    ) -> bool:
         self.recorded.append(RecordedWrite("put", check_key(key), size, dict(metadata or {})))
+        return False
+
+    def checks_content_md5(self) -> bool:
+        return False  # asking a remote store would write a probe object
 
     def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
         return self.inner.open_read(key, offset=offset, length=length)
@@ -414,6 +453,9 @@ class DryRunBackend:
 
     def delete(self, key: str) -> None:
         self.recorded.append(RecordedWrite("delete", key))
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, BackendError]:
+        return delete_each(self, keys)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         return self.inner.list(prefix)
