@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-from sqlalchemy import case, update
+from sqlalchemy import bindparam, case, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -45,18 +45,21 @@ def record_reads(
             at = dt.datetime.combine(day, dt.time(), dt.UTC)
             if ds not in latest or at > latest[ds]:
                 latest[ds] = at
-    for ds, at in latest.items():
-        session.execute(
-            update(Dataset)
-            .where(Dataset.id == ds)
-            .values(
-                last_access_at=case(
-                    (Dataset.last_access_at.is_(None), at),
-                    (Dataset.last_access_at < at, at),
-                    else_=Dataset.last_access_at,
-                )
+    # One statement run for every dataset (a driver executemany), not one statement built per dataset.
+    # On the Connection: the ORM would take a list of parameter sets for an UPDATE by primary key.
+    seen_at = bindparam("seen_at", type_=Dataset.last_access_at.type)
+    forward = (
+        update(Dataset)
+        .where(Dataset.id == bindparam("dataset_id"))
+        .values(
+            last_access_at=case(
+                (Dataset.last_access_at.is_(None), seen_at),
+                (Dataset.last_access_at < seen_at, seen_at),
+                else_=Dataset.last_access_at,
             )
         )
+    )
+    session.connection().execute(forward, [{"dataset_id": ds, "seen_at": at} for ds, at in latest.items()])
     return len(rows)
 
 

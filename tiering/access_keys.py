@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Generic, TypeVar
 
-from tiering.access_formats import AccessEvent
+from tiering.access_formats import AccessEvent, ObjectRead
 from tiering.errors import UsageError
 
 IdT = TypeVar("IdT", bound=Hashable)
 
 #: directory under each dataset version that holds our manifest; reads there are ours, not users'
 INTERNAL_DIR = "_tiering/"
+
+#: directories per bucket whose match :class:`DatasetPrefixIndex` remembers before emptying that cache
+_DIRECTORY_CACHE_LIMIT = 65_536
 
 
 class DatasetPrefixError(UsageError):
@@ -41,14 +44,20 @@ class DatasetPrefixIndex(Generic[IdT]):
     ``a/bc/x``. Prefixes of one bucket are grouped by their number of path components, so a lookup
     costs one slice and one dict probe per distinct depth in that bucket (usually one), independent
     of the number of datasets. Where nested prefixes both match, the longer one wins.
+
+    A match depends only on the key's directory (the key up to its last ``/``), and a log reads many
+    objects of one directory, so the answer is remembered per bucket and directory (up to
+    :data:`_DIRECTORY_CACHE_LIMIT` directories a bucket) until the next :meth:`add`.
     """
 
-    __slots__ = ("_by_bucket", "_depths", "_size")
+    __slots__ = ("_by_bucket", "_depths", "_size", "_directories")
 
     def __init__(self, entries: Iterable[tuple[str, str, IdT]] = ()) -> None:
         self._by_bucket: dict[str, dict[int, dict[str, IdT]]] = {}
         self._depths: dict[str, tuple[int, ...]] = {}
         self._size = 0
+        # bucket -> directory -> match; () for "no dataset"
+        self._directories: dict[str, dict[str, tuple[IdT, int] | tuple[()]]] = {}
         for bucket, prefix, dataset_id in entries:
             self.add(bucket, prefix, dataset_id)
 
@@ -80,21 +89,34 @@ class DatasetPrefixIndex(Generic[IdT]):
         table[normal] = dataset_id
         self._size += 1
         self._depths[bucket] = tuple(sorted(by_depth, reverse=True))
+        self._directories.pop(bucket, None)
 
     def match(self, bucket: str, key: str) -> tuple[IdT, int] | None:
         """The dataset holding ``key`` and the length of its prefix in ``key``, or None."""
-        depths = self._depths.get(bucket)
-        if depths is None:
-            return None
+        directory = key[: key.rfind("/") + 1]
+        known = self._directories.get(bucket)
+        if known is None:
+            if bucket not in self._depths:
+                return None
+            known = self._directories[bucket] = {}
+        found = known.get(directory)
+        if found is None:
+            found = self._match_directory(bucket, directory) or ()
+            if len(known) >= _DIRECTORY_CACHE_LIMIT:
+                known.clear()
+            known[directory] = found
+        return found or None
+
+    def _match_directory(self, bucket: str, directory: str) -> tuple[IdT, int] | None:
         by_depth = self._by_bucket[bucket]
-        for depth in depths:
+        for depth in self._depths[bucket]:
             end = -1
             for _ in range(depth):
-                end = key.find("/", end + 1)
+                end = directory.find("/", end + 1)
                 if end < 0:
                     break
             else:
-                found = by_depth[depth].get(key[: end + 1])
+                found = by_depth[depth].get(directory[: end + 1])
                 if found is not None:
                     return found, end + 1
         return None
@@ -184,6 +206,42 @@ class ReadCounter(Generic[IdT]):
         """Count every event of ``events``."""
         for event in events:
             self.add(event)
+
+    def add_object_reads(self, reads: Iterable[ObjectRead]) -> None:
+        """Count every read of ``reads`` exactly as :meth:`add` counts the same reads as events.
+
+        The fast path of an import (see :func:`tiering.access_formats.iter_object_reads`): one loop,
+        no event objects, the totals kept in locals and added to the counters when ``reads`` ends or raises.
+        """
+        ignore = self._ignore_principals
+        match = self._index.match
+        counts = self._counts
+        last_seen = self._last_seen
+        counted = internal = ignored = unmatched = 0
+        try:
+            for bucket, key, at, principal in reads:
+                if principal is not None and principal in ignore:
+                    ignored += 1
+                    continue
+                found = match(bucket, key)
+                if found is None:
+                    unmatched += 1
+                    continue
+                dataset_id, prefix_end = found
+                if key.startswith(INTERNAL_DIR, prefix_end):
+                    internal += 1
+                    continue
+                day_key = (dataset_id, at.date())
+                counts[day_key] = counts.get(day_key, 0) + 1
+                latest = last_seen.get(dataset_id)
+                if latest is None or at > latest:
+                    last_seen[dataset_id] = at
+                counted += 1
+        finally:
+            self.counted += counted
+            self.internal += internal
+            self.ignored_principal += ignored
+            self.unmatched += unmatched
 
     def __len__(self) -> int:
         """Number of distinct (dataset, day) pairs held."""

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import islice
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -19,7 +20,13 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from tiering.access import record_reads
-from tiering.access_formats import IngestStats, iter_events, parse_s3_event_document
+from tiering.access_formats import (
+    OBJECT_READ_FORMATS,
+    IngestStats,
+    iter_events,
+    iter_object_reads,
+    parse_s3_event_document,
+)
 from tiering.access_keys import DatasetPrefixIndex, ReadCounter
 from tiering.app import App
 from tiering.catalog.facts import gather_dataset_facts, gather_tier_facts
@@ -234,6 +241,7 @@ def ingest_access(app: App, lines: Iterable[str], fmt: str) -> IngestResult:
 
     Malformed lines are counted and reported, never fatal. Reads are written once per dataset-day, in
     transactions of up to ``INGEST_BATCH_LINES`` lines: each batch is applied whole or not at all.
+    Raises :class:`~tiering.access_formats.UnknownAccessFormat` before reading a line if ``fmt`` is not a format.
     """
     started = dt.datetime.now(dt.UTC)
     stats = IngestStats()
@@ -250,13 +258,17 @@ def ingest_access(app: App, lines: Iterable[str], fmt: str) -> IngestResult:
                 record_reads(s, batch.counts, last_seen=batch.last_seen)
             touched.update(ds for ds, _ in batch.counts)
 
-    lines_at_flush = 0
-    for event in iter_events(lines, fmt, stats):
-        counter.add(event)
-        if stats.lines - lines_at_flush >= INGEST_BATCH_LINES:
-            flush()
-            lines_at_flush = stats.lines
-    flush()
+    remaining = iter(lines)
+    while True:
+        lines_before = stats.lines
+        batch_lines = islice(remaining, INGEST_BATCH_LINES)
+        if fmt in OBJECT_READ_FORMATS:  # same counts as the general path, without an AccessEvent per read
+            counter.add_object_reads(iter_object_reads(batch_lines, fmt, stats, first_line_no=lines_before + 1))
+        else:
+            counter.add_all(iter_events(batch_lines, fmt, stats, first_line_no=lines_before + 1))
+        flush()
+        if stats.lines - lines_before < INGEST_BATCH_LINES:
+            break  # the log ended inside this batch
     result.lines, result.events = stats.lines, stats.events
     result.skipped_non_read, result.malformed = stats.skipped_non_read, stats.malformed
     result.malformed_examples = [

@@ -6,13 +6,17 @@ import datetime as dt
 import http.client
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import open_app, workspace_config
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+import tiering.lifecycle
+from tiering.access import record_reads
 from tiering.access_formats import parse_lines
 from tiering.app import App
 from tiering.catalog.models import AccessDaily, Dataset, Tier
@@ -71,6 +75,27 @@ def test_each_log_format_counts_only_reads_of_the_dataset(app: App, fmt: str) ->
     assert last is not None and last.year == 2025
 
 
+@pytest.mark.parametrize("fmt", sorted(FILES))
+def test_a_log_of_several_batches_counts_the_same_and_numbers_lines_from_the_first_line(
+    app: App, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = (DATA / FILES[fmt]).read_text(encoding="utf-8").splitlines()
+    events, stats = parse_lines(lines, fmt)
+    writes: list[int] = []
+
+    def spy_record_reads(session: Session, counts: Mapping[tuple[int, dt.date], int], **kwargs: Any) -> int:
+        writes.append(sum(counts.values()))
+        return record_reads(session, counts, **kwargs)
+
+    monkeypatch.setattr(tiering.lifecycle, "INGEST_BATCH_LINES", 1)
+    monkeypatch.setattr(tiering.lifecycle, "record_reads", spy_record_reads)
+    result = ingest_access(app, iter(lines), fmt)
+    assert (result.lines, result.events, result.malformed) == (len(lines), stats.events, stats.malformed)
+    assert [m["line"] for m in result.malformed_examples] == [m.line_no for m in stats.malformed_examples]
+    assert len(writes) > 1, "the sample files hold reads on more than one line"
+    assert sum(writes) == result.counted == reads_in_catalog(app)
+
+
 def test_importing_the_same_log_twice_counts_twice_and_garbage_never_crashes(app: App) -> None:
     lines = (DATA / "s3-access.log").read_text(encoding="utf-8").splitlines()
     first = ingest_access(app, iter(lines), "s3-access-log").counted
@@ -111,3 +136,42 @@ def test_the_event_endpoint_counts_webhook_reads_and_checks_the_token(app: App) 
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _check_last_access_moves_forward_only(app: App) -> None:
+    """record_reads on three datasets at once: one never read, one read later already, one read earlier."""
+    t0 = dt.datetime(2025, 2, 6, 12, tzinfo=dt.UTC)
+    with app.catalog.session() as s:
+        tier_id = s.scalars(select(Tier.id).where(Tier.name == "hot")).one()
+        ids = []
+        starting = {"never": None, "later": t0 + dt.timedelta(days=3), "earlier": t0 - dt.timedelta(days=3)}
+        for name, last in starting.items():
+            ds = Dataset(name=name, version="1", kind="dataset", owner="", tags={}, home_tier_id=tier_id,
+                         state="active", created_at=t0, home_since=t0, member_count=1, size_bytes=1,
+                         last_access_at=last)
+            s.add(ds)
+            s.flush()
+            ids.append(ds.id)
+    with app.catalog.session() as s:
+        rows = record_reads(s, {(i, t0.date()): 2 for i in ids}, last_seen={i: t0 for i in ids})
+    assert rows == 3
+    with app.catalog.session() as s:
+        after = dict(s.execute(select(Dataset.name, Dataset.last_access_at).where(Dataset.id.in_(ids))).all())
+        reads = s.scalar(select(func.sum(AccessDaily.reads)).where(AccessDaily.dataset_id.in_(ids)))
+    assert after == {"never": t0, "later": t0 + dt.timedelta(days=3), "earlier": t0}
+    assert reads == 6
+
+
+def test_recording_reads_moves_last_access_forward_and_never_back(app: App) -> None:
+    _check_last_access_moves_forward_only(app)
+
+
+def test_recording_reads_moves_last_access_forward_and_never_back_on_postgres(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    tiers = {"hot": {"rank": 0, "backend": (tmp_path / "hot").as_uri()}}
+    pg_app = open_app(workspace_config(tmp_path, tiers=tiers, catalog=postgres_url))
+    try:
+        _check_last_access_moves_forward_only(pg_app)
+    finally:
+        pg_app.close()

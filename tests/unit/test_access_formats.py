@@ -9,10 +9,13 @@ the key with Go's url.QueryEscape).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tiering.access_formats import (
     FORMATS,
@@ -20,8 +23,11 @@ from tiering.access_formats import (
     AccessEvent,
     IngestStats,
     UnknownAccessFormat,
+    _Clock,
     _minio_classic_head,
+    _parse_clf,
     iter_events,
+    iter_object_reads,
     parse_lines,
     parse_s3_event_document,
 )
@@ -110,6 +116,80 @@ def test_s3_access_log_decodes_a_double_encoded_percent_sign() -> None:
     events, _ = parse_lines([line], "s3-access-log")
     assert [e.key for e in events] == ["hot/dataset/d/1/100%.csv"]
     assert events[0].principal is None
+
+
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _clf_outcome(parse: Callable[[str, str], datetime], stamp: str, offset: str) -> datetime | str:
+    try:
+        return parse(stamp, offset)
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+
+
+def test_s3_access_log_time_cache_gives_what_the_uncached_parser_gives_on_odd_stamps() -> None:
+    pairs = [
+        ("[06/Feb/2025:00:01:02", "+0000]"),
+        ("[06/Feb/2025:00:01:59", "+0000]"),
+        ("[06/Feb/2025:00:01:00", "+0000]"),  # same minute again: from the cache
+        ("[06/Feb/2025:00:01:07", "+0200]"),  # same minute text, another offset
+        ("[06/Feb/2025:00:01:07", "-0130]"),
+        ("[06/Feb/2025:00:01:60", "+0000]"),  # leap second: not a second of the minute
+        ("[06/Feb/2025:00:01: 7", "+0000]"),  # int() takes these, the cache does not: same answer
+        ("[06/Feb/2025:00:01:+7", "+0000]"),
+        ("[06/Feb/2025:00:01x07", "+0000]"),  # the separator before the seconds is not checked
+        ("[06/Feb/2025:00:01:077", "+0000]"),
+        ("[06/Feb/2025:00:01:7", "+0000]"),
+        ("[30/Feb/2025:00:01:07", "+0000]"),
+        ("[06/Foo/2025:00:01:07", "+0000]"),
+        ("[01/Jan/0001:00:00:30", "+0100]"),  # before year 1 in UTC
+        ("[31/Dec/9999:23:59:30", "-0001]"),  # after year 9999 in UTC
+        ("[31/Dec/9999:23:58:59", "-0001]"),
+        ("[06/Feb/2025:00:01:07", "+2400]"),
+    ]
+    clock = _Clock()
+    for stamp, offset in pairs:
+        assert _clf_outcome(clock.clf, stamp, offset) == _clf_outcome(_parse_clf, stamp, offset), (stamp, offset)
+    assert _clf_outcome(clock.clf, "[01/Jan/0001:00:00:30", "+0100]") == "ValueError: time out of range"
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+            st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_s3_access_log_times_are_the_local_time_minus_the_offset_in_utc(stamps: list[tuple[datetime, int]]) -> None:
+    clock = _Clock()
+    for local, minutes in stamps:
+        local = local.replace(microsecond=0)
+        sign = "-" if minutes < 0 else "+"
+        offset = f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}]"
+        stamp = f"[{local.day:02d}/{MONTHS[local.month - 1]}/{local.year:04d}:{local:%H:%M:%S}"
+        expected = local.replace(tzinfo=UTC) - timedelta(minutes=minutes)
+        assert clock.clf(stamp, offset) == expected
+        assert clock.clf(stamp, offset).tzinfo is UTC
+
+
+def test_object_reads_are_the_s3_access_log_events_as_tuples_with_the_same_stats() -> None:
+    lines = (DATA / "s3-access.log").read_text(encoding="utf-8").splitlines()
+    events_stats, reads_stats = IngestStats(), IngestStats()
+    events = list(iter_events(lines, "s3-access-log", events_stats, first_line_no=101))
+    reads = list(iter_object_reads(lines, "s3-access-log", reads_stats, first_line_no=101))
+    assert reads == [(e.bucket, e.key, e.at, e.principal) for e in events]
+    assert all((e.op, e.source, e.dataset) == ("GET", "s3-access-log", None) for e in events)
+    assert reads_stats == events_stats
+    assert _malformed_lines(reads_stats) == [113, 114, 115, 117]
+
+
+def test_object_reads_refuse_a_format_with_direct_dataset_reads_at_once() -> None:
+    with pytest.raises(UnknownAccessFormat):
+        iter_object_reads(["x"], "jsonl", IngestStats())
 
 
 # --- minio-audit -----------------------------------------------------------------------------------
