@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import bindparam, case, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tiering.catalog.models import AccessDaily, Dataset
@@ -31,8 +30,15 @@ def record_reads(
     if not rows:
         return 0
     dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(AccessDaily)
+    # the dialect modules load on first use: a command that records no read does not pay for them
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(AccessDaily)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(AccessDaily)
     stmt = stmt.on_conflict_do_update(
         index_elements=[AccessDaily.dataset_id, AccessDaily.day],
         set_={"reads": AccessDaily.reads + stmt.excluded.reads},

@@ -827,16 +827,20 @@ class Executor:
                 .where(Replica.tier_id == dst_id, Replica.member_id.in_(member_ids))
                 # a staged restore copy that becomes the home copy no longer expires
                 .values(state=ReplicaState.LIVE, expires_at=None)
+                # no replica or step is loaded in this session: nothing to synchronise
+                .execution_options(synchronize_session=False)
             )
             s.execute(
                 update(Replica)
                 .where(Replica.tier_id == src_id, Replica.member_id.in_(member_ids))
                 .values(state=ReplicaState.DELETING)
+                .execution_options(synchronize_session=False)
             )
             s.execute(
                 update(MoveStep)
                 .where(MoveStep.job_id == job_id)
                 .values(state=StepState.COMMITTED, updated_at=now)
+                .execution_options(synchronize_session=False)
             )
             ds = s.get_one(Dataset, job.dataset_id)
             ds.home_tier_id = dst_id

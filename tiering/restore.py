@@ -298,6 +298,7 @@ def _extend_staged(s: Session, dataset_id: int, tier_id: int, expires: dt.dateti
         .where(Replica.tier_id == tier_id, Replica.member_id.in_(_dataset_members(dataset_id)),
                Replica.state == ReplicaState.LIVE, Replica.expires_at.is_not(None))
         .values(expires_at=expires)
+        .execution_options(synchronize_session=False)  # no replica is loaded in the session: nothing to sync
     )
     return expires
 
@@ -738,11 +739,12 @@ def _commit_restore(app: App, job_id: int, clock: Callable[[], dt.datetime]) -> 
             .where(Replica.tier_id == job.dst_tier_id, Replica.member_id.in_(_dataset_members(ds.id)),
                    Replica.state == ReplicaState.VERIFIED)
             .values(state=ReplicaState.LIVE, expires_at=now)
+            .execution_options(synchronize_session=False)  # no replica or step is loaded in this session
         )
         reqs = _pending_requests(s, ds.id, job.dst_tier_id)
         expires = _mark_ready(s, app, ds, target, reqs, now, job_id=job_id)
         s.execute(update(MoveStep).where(MoveStep.job_id == job_id)
-                  .values(state=StepState.COMMITTED, updated_at=now))
+                  .values(state=StepState.COMMITTED, updated_at=now).execution_options(synchronize_session=False))
         check_job(job.state, JobState.COMMITTED)
         check_job(JobState.COMMITTED, JobState.DONE)
         job.state = JobState.DONE

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import json
 import os
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -23,6 +23,12 @@ from tiering.errors import BackendError, DigestRefused, InsufficientStorage, Obj
 
 META_DIR = ".tiering-meta"
 TMP_PREFIX = ".tiering-tmp-"
+#: temp names are the process id and a counter: unique on the host without a random draw per write
+_TMP_SEQ = itertools.count()
+
+
+def _tmp_name() -> str:
+    return f"{TMP_PREFIX}{os.getpid()}-{next(_TMP_SEQ)}"
 
 
 class _RangeReader:
@@ -66,7 +72,7 @@ class FileBackend:
         content_md5: str | None = None,
     ) -> bool:
         path = self._path(key)
-        tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp = path.parent / _tmp_name()
         md5 = hashlib.md5() if content_md5 is not None else None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +93,7 @@ class FileBackend:
             meta_path = self._meta_path(key)
             if metadata:
                 meta_path.parent.mkdir(parents=True, exist_ok=True)
-                meta_tmp = meta_path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+                meta_tmp = meta_path.parent / _tmp_name()
                 meta_tmp.write_text(json.dumps(dict(metadata), sort_keys=True))
                 os.replace(meta_tmp, meta_path)
             else:
