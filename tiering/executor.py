@@ -83,7 +83,7 @@ RECORD_SECONDS = 0.5
 #: a step whose copy failed transiently goes back to planned this many times before the job fails
 MAX_STEP_ATTEMPTS = 3
 #: source copies deleted per catalog transaction after commit
-DELETE_BATCH = 1000
+DELETE_BATCH = 4000
 
 
 def new_worker_id() -> str:

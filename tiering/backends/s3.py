@@ -192,6 +192,8 @@ class S3ReadStream:
 
 #: keys per DeleteObjects request (the S3 maximum)
 DELETE_OBJECTS_MAX = 1000
+#: DeleteObjects requests at once
+DELETE_REQUESTS = 4
 #: single deletes at once where DeleteObjects is not supported
 SINGLE_DELETE_STREAMS = 8
 _DIGEST_CODES: Final = frozenset({"BadDigest", "InvalidDigest"})
@@ -769,21 +771,29 @@ class S3Backend:
                 self._after_refusal()
 
     def delete_many(self, keys: Sequence[str]) -> dict[str, BackendError]:
-        """DeleteObjects, up to 1,000 keys per request; an endpoint without it gets parallel single deletes."""
+        """DeleteObjects, up to 1,000 keys per request and ``DELETE_REQUESTS`` requests at once (a server
+        spends ~0.3 ms per key); an endpoint without DeleteObjects gets parallel single deletes."""
+        chunks = [list(keys[i:i + DELETE_OBJECTS_MAX]) for i in range(0, len(keys), DELETE_OBJECTS_MAX)]
         failed: dict[str, BackendError] = {}
-        for start in range(0, len(keys), DELETE_OBJECTS_MAX):
-            chunk = list(keys[start:start + DELETE_OBJECTS_MAX])
-            if not self._no_batch_delete:
-                try:
-                    failed.update(self._delete_objects(chunk))
-                    continue
-                except _BatchDeleteUnsupported:
-                    self._no_batch_delete = True
-                    log.info("%s: DeleteObjects not supported by the endpoint; deleting one key at a time", self.url)
-            with ThreadPoolExecutor(max_workers=SINGLE_DELETE_STREAMS, thread_name_prefix="delete") as pool:
-                parts = [chunk[i::SINGLE_DELETE_STREAMS] for i in range(SINGLE_DELETE_STREAMS)]
-                for part_failed in pool.map(lambda part: delete_each(self, part), parts):
-                    failed.update(part_failed)
+        if len(chunks) == 1:
+            return self._delete_chunk(chunks[0])
+        with ThreadPoolExecutor(max_workers=DELETE_REQUESTS, thread_name_prefix="delete") as pool:
+            for chunk_failed in pool.map(self._delete_chunk, chunks):
+                failed.update(chunk_failed)
+        return failed
+
+    def _delete_chunk(self, chunk: list[str]) -> dict[str, BackendError]:
+        if not self._no_batch_delete:
+            try:
+                return self._delete_objects(chunk)
+            except _BatchDeleteUnsupported:
+                self._no_batch_delete = True
+                log.info("%s: DeleteObjects not supported by the endpoint; deleting one key at a time", self.url)
+        failed: dict[str, BackendError] = {}
+        with ThreadPoolExecutor(max_workers=SINGLE_DELETE_STREAMS, thread_name_prefix="delete-one") as pool:
+            parts = [chunk[i::SINGLE_DELETE_STREAMS] for i in range(SINGLE_DELETE_STREAMS)]
+            for part_failed in pool.map(lambda part: delete_each(self, part), parts):
+                failed.update(part_failed)
         return failed
 
     def _delete_objects(self, keys: list[str]) -> dict[str, BackendError]:
