@@ -1,7 +1,8 @@
 """The cost of verification: xxh3-128 alone (the ceiling), and one large object copied tier to tier with
-our Copier three ways, interleaved: no hashing at all (``put(open_read())``, the floor), ``verify=stream``
-(hash while streaming, check the size at the destination), ``verify=readback`` (also re-read and hash the
-destination). The cost of a mode is how much longer it takes than the floor.
+our Copier four ways, interleaved: no hashing at all (``put(open_read())``, the floor), ``verify=stream``
+(hash while streaming, check the size at the destination), ``verify=auto`` (the default: the destination
+checks every part's Content-MD5 and the xxh3-128 of what it sent), ``verify=readback`` (re-read and hash
+the destination). The cost of a mode is how much longer it takes than the floor.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def run_hashing(env: Env, size_name: str, nbytes: int | None, reps: int) -> dict
             dst.close()
             env.warm.remove_bucket(bucket)
 
-    modes = ["none", "stream", "readback"]
+    modes = ["none", "stream", "auto", "readback"]
     samples: dict[str, list[tuple[float, float, float]]] = {m: [] for m in modes}
     for rep in range(reps):
         for mode in rotated(modes, rep):
@@ -108,7 +109,7 @@ def run_hashing(env: Env, size_name: str, nbytes: int | None, reps: int) -> dict
         out[mode] = {"seconds": sec, "mb_s": size / sec / 1e6, "client_cpu": cpu, "server_cpu": srv,
                      "cost_percent": cost}
         label = {"none": "copy, no hashing (floor)", "stream": "copy, verify=stream",
-                 "readback": "copy, verify=readback"}[mode]
+                 "auto": "copy, verify=auto (default)", "readback": "copy, verify=readback"}[mode]
         lines.append(f"{label:<26} {size / sec / 1e6:7.1f} MB/s  {sec:6.2f} s  client CPU {cpu:5.2f} s  "
                      f"server CPU {srv:5.2f} s  cost vs floor {cost:+5.1f}%")
     out["lines"] = lines

@@ -190,9 +190,10 @@ class TransferConfig(_Strict):
     part_workers: int = Field(default=4, ge=1, le=64, description="parts of one large object moved at once")
     verify: Literal["auto", "readback", "stream"] = Field(
         default="auto",
-        description="auto: objects up to 32 MiB are written with their MD5 for the store to check (Content-MD5), "
-                    "larger ones and stores that do not check are read back; readback: re-read the destination "
-                    "and hash it; stream: trust the hash of the bytes sent",
+        description="auto: the destination checks what it stores against the catalog digest (local tiers hash "
+                    "what they write; S3 has every request checked by its Content-MD5) and refuses a mismatch, "
+                    "else the copy is read back; readback: always re-read the destination and hash it; "
+                    "stream: trust the hash of the bytes sent and check the stored size",
     )
     retries: int = Field(default=4, ge=0, le=20, description="attempts after the first for transient errors")
     lean_requests: bool = Field(

@@ -7,13 +7,12 @@ source is never touched here.
 
 How the destination is verified (``verify``):
 
-* ``auto`` (the default): an object of at most ``DIGEST_CHECK_MAX`` bytes is read whole from the source and
-  hashed twice at once, xxh3-128 and MD5; a changed source is caught before anything is written, and the
-  write carries the MD5, which the store checks against the bytes it received (S3 ``Content-MD5``, where
-  the endpoint enforces it) and refuses on a mismatch. The bytes stored are then exactly the bytes that
-  hash to the catalog's xxh3-128, and no second request reads them back. Larger objects, stores that do
-  not check the MD5, and local tiers (where reading back costs less than an MD5) are read back as with
-  ``readback``.
+* ``auto`` (the default): the destination backend is handed the catalog's xxh3-128 with the bytes and
+  checks what it stores against it, refusing a body that does not match before anything is kept: a local
+  tier hashes what it writes; S3 hashes what it reads and sends every request's MD5 as ``Content-MD5``,
+  which the endpoint checks against what it received. No second request reads the copy back. Where that
+  check cannot be made (an endpoint that ignores ``Content-MD5``, a first registration with no digest yet),
+  the copy is read back as with ``readback``.
 * ``readback``: re-read the destination and hash it.
 * ``stream``: trust the hash of the bytes sent and check only the stored size.
 
@@ -27,7 +26,6 @@ and held in memory part by part, so only as many as fit in the byte budget run a
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import threading
 import time
@@ -109,9 +107,6 @@ class Progress:
 
 VerifyMode = Literal["auto", "readback", "stream"]
 
-#: ``verify="auto"``: objects up to this size are read whole, hashed (xxh3-128 + MD5) and written with their MD5
-DIGEST_CHECK_MAX = 32 * 2**20
-
 #: a stop signal that is always set: a budget reservation with it never waits
 _ALREADY_SET = threading.Event()
 _ALREADY_SET.set()
@@ -142,20 +137,6 @@ class _ByteBudget:
             self._cond.notify_all()
 
 
-def _read_to_end(reader: HashingReader, expected: int) -> bytes:
-    """What ``reader`` gives until EOF, in one buffer, but never more than ``expected + 1`` bytes: a source
-    that grew is caught by its size without being read whole into memory."""
-    parts = []
-    left = expected + 1
-    while left > 0:
-        chunk = reader.read(left)
-        if not chunk:
-            break
-        parts.append(chunk)
-        left -= len(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
 class Copier:
     """Copies items from ``src`` to ``dst`` with verification. Stateless between calls."""
 
@@ -177,16 +158,12 @@ class Copier:
         self.md5 = md5
         self.max_inflight_bytes = max_inflight_bytes
         self._on_before_put = on_before_put
-        self._dst_checks_md5 = verify == "auto" and dst.checks_content_md5()
 
     def copy_one(self, item: CopyItem) -> CopyResult:
         """Copy and verify one item. Never raises a TieringError: failures come back in the result."""
         started = time.monotonic()
         try:
-            if self.verify == "auto" and item.size <= DIGEST_CHECK_MAX and self._dst_checks_md5:
-                digests, checked = self._copy_checked(item)
-            else:
-                digests, checked = self._stream(item), False
+            digests, checked = self._stream(item)
             if not checked:
                 self._verify_destination(item, digests)
         except TieringError as exc:
@@ -202,28 +179,6 @@ class Copier:
             seconds=time.monotonic() - started,
         )
 
-    def _copy_checked(self, item: CopyItem) -> tuple[Digests, bool]:
-        """Read the whole source (xxh3-128 and MD5), check it, then write it with its MD5 for the store to
-        check. Returns the digests and whether the store checked the MD5."""
-        raw = self.src.open_read(item.src_key, offset=item.src_offset, length=item.size if item.src_offset else None)
-        reader = HashingReader(raw, Digests(md5=True), limit=item.size if item.src_offset else None)
-        try:
-            data = _read_to_end(reader, item.size)
-        finally:
-            reader.close()
-        digests = reader.digests
-        self._check_source(item, digests)
-        metadata = {DIGEST_METADATA_KEY: item.expected_xxh3} if item.expected_xxh3 else {}
-        if self._on_before_put is not None:
-            self._on_before_put(item)
-        try:
-            checked = self.dst.put(item.dst_key, io.BytesIO(data), size=len(data), metadata=metadata,
-                                   content_md5=digests.md5)
-        except DigestRefused as exc:
-            raise CorruptedCopy(f"{self.src.url}/{item.src_key}", f"{self.dst.url}/{item.dst_key}",
-                                f"md5 {digests.md5}", f"refused by the store ({exc})") from exc
-        return digests, checked
-
     def _check_source(self, item: CopyItem, digests: Digests) -> None:
         if item.expected_xxh3 is not None and (
             digests.xxh3 != item.expected_xxh3 or digests.size != item.size
@@ -232,20 +187,28 @@ class Copier:
                 f"{self.src.url}/{item.src_key}", item.expected_xxh3, f"{digests.xxh3} ({digests.size} bytes)"
             )
 
-    def _stream(self, item: CopyItem) -> Digests:
+    def _stream(self, item: CopyItem) -> tuple[Digests, bool]:
+        """Stream the source through the hasher into the destination; returns the digests of what was read
+        and whether the destination checked what it stored against the expected digest."""
         length = item.size if item.src_offset or item.size == 0 else None
         raw = self.src.open_read(item.src_key, offset=item.src_offset, length=length)
         reader = HashingReader(raw, Digests(md5=self.md5), limit=item.size if item.src_offset else None)
         metadata = {DIGEST_METADATA_KEY: item.expected_xxh3} if item.expected_xxh3 else {}
+        expected = item.expected_xxh3 if self.verify == "auto" else None
         try:
             if self._on_before_put is not None:
                 self._on_before_put(item)
-            self.dst.put(item.dst_key, reader, size=item.size, metadata=metadata)
+            checked = self.dst.put(item.dst_key, reader, size=item.size, metadata=metadata, content_xxh3=expected)
+        except DigestRefused as exc:
+            # refused because the source changed under us, or because the bytes changed on the way
+            self._check_source(item, reader.digests)
+            raise CorruptedCopy(f"{self.src.url}/{item.src_key}", f"{self.dst.url}/{item.dst_key}",
+                                str(item.expected_xxh3), f"refused by the destination ({exc})") from exc
         finally:
             reader.close()
         digests = reader.digests
         self._check_source(item, digests)
-        return digests
+        return digests, checked
 
     def _verify_destination(self, item: CopyItem, digests: Digests) -> None:
         dst_name = f"{self.dst.url}/{item.dst_key}"

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -31,6 +32,7 @@ from tiering.errors import (
     AccessDenied,
     ArchivedObject,
     BackendError,
+    DigestRefused,
     InsufficientStorage,
     ObjectNotFound,
     PermanentBackendError,
@@ -400,3 +402,91 @@ def test_restore_of_an_object_that_is_not_archived_is_refused(moto_server: Any) 
     assert not isinstance(caught.value, AccessDenied)
     with pytest.raises(ObjectNotFound):
         backend.request_restore("missing", days=1)
+
+
+# -- the endpoint checks what it received ----------------------------------------------------------
+
+
+class FlippingProxy:
+    """A TCP proxy to an S3 endpoint that inverts the first body byte of the next ``flips`` PUT requests:
+    bytes damaged on the wire, after the client computed their MD5."""
+
+    def __init__(self, upstream: str, flips: int) -> None:
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.flips = flips
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(server, client), daemon=True).start()
+            threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.close()
+
+    def _requests(self, client: socket.socket, server: socket.socket) -> None:
+        buf = b""
+        with contextlib.suppress(OSError):
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = client.recv(65536)
+                    if not data:
+                        server.close()
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.split(b"\r\n")
+                length = next((int(v) for k, _, v in (ln.partition(b":") for ln in lines[1:])
+                               if k.strip().lower() == b"content-length"), 0)
+                while len(buf) < length:
+                    data = client.recv(65536)
+                    if not data:
+                        break
+                    buf += data
+                body, buf = buf[:length], buf[length:]
+                if lines[0].startswith(b"PUT ") and body and self.flips > 0:
+                    self.flips -= 1
+                    body = bytes([body[0] ^ 0xFF]) + body[1:]
+                server.sendall(head + b"\r\n\r\n" + body)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("size", [300_000, 11 * MiB], ids=["single-put", "multipart"])
+def test_bytes_damaged_on_the_wire_are_refused_by_the_endpoint_and_nothing_is_stored(bucket: Any, size: int) -> None:
+    data = os.urandom(size)
+    proxy = FlippingProxy(bucket.server.endpoint, flips=0)
+    via_proxy = S3Backend(bucket.name, "wire", endpoint_url=proxy.endpoint, retries=0, multipart_threshold=8 * MiB,
+                          part_size=5 * MiB, credentials=Credentials(bucket.server.access_key,
+                                                                     Secret(bucket.server.secret_key)))
+    try:
+        # the probe (one write with a wrong Content-MD5) finds that SeaweedFS checks it; then a damaged body
+        assert via_proxy.put("first", io.BytesIO(b"ok"), size=2, content_xxh3=xxh3_bytes(b"ok")) is True
+        proxy.flips = 1
+        with pytest.raises(DigestRefused):
+            via_proxy.put("damaged", io.BytesIO(data), size=size, content_xxh3=xxh3_bytes(data))
+        assert proxy.flips == 0
+        with pytest.raises(ObjectNotFound):
+            via_proxy.head("damaged")
+        assert via_proxy.abort_incomplete("") == 0  # a refused part aborted its multipart upload
+        assert via_proxy.put("damaged", io.BytesIO(data), size=size, content_xxh3=xxh3_bytes(data)) is True
+        stream = via_proxy.open_read("damaged")
+        assert stream.read() == data
+        stream.close()
+    finally:
+        via_proxy.close()
+        proxy.close()

@@ -58,7 +58,7 @@ def test_register_and_move_between_two_seaweed_servers_with_postgres(
     _register_and_move_round_trip(tmp_path, data)
 
 
-def test_seaweed_refuses_bytes_corrupted_on_the_way_so_the_move_fails_without_reading_back(
+def test_bytes_corrupted_on_the_way_to_seaweed_are_refused_before_they_are_stored_without_reading_back(
     tmp_path: Path, s3_tiers: dict[str, Any]
 ) -> None:
     files = make_tree(tmp_path / "src", 5, seed=23, min_size=1000)
@@ -75,7 +75,7 @@ def test_seaweed_refuses_bytes_corrupted_on_the_way_so_the_move_fails_without_re
         jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         outcome = jobs.move(app, "d@1", to="warm")
         assert outcome.state == "failed" and "checksum_mismatch" in (outcome.error or "")
-        assert "refused by the store" in (outcome.error or "")  # the server's Content-MD5 check caught it
+        assert "nothing was stored" in (outcome.error or "")  # refused before the write, not found by a re-read
         assert sum(w.calls.get("open_read", 0) for w in warm) == 0  # nothing was read back to find it
         assert [o.key for o in app.backend("warm").list("dataset/")] == []
         for rel, payload in files.items():

@@ -46,7 +46,7 @@ def test_every_benchmark_runs_on_tiny_data_and_reports_each_workload(tmp_path: P
         peers = [r for r in rows if r["workload"] == workload and not r["is_ours"] and not r["skipped"]]
         assert peers, f"no peer ran for {workload}"
         assert all(r["samples"] and all(s["ok"] for s in r["samples"]) for r in peers), peers
-    assert {"none", "stream", "readback"} <= set(doc["hashing"])
+    assert {"none", "stream", "auto", "readback"} <= set(doc["hashing"])
     assert doc["hashing"]["xxh3_one_call_gb_s"] > 0
     plans = [p for p in doc["plan"]["results"] if "skipped" not in p]
     assert plans and all("plan_seconds" in p and p["peak_rss_mib"] > 0 for p in plans), doc["plan"]

@@ -78,24 +78,20 @@ class Backend(Protocol):
         *,
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
-        content_md5: str | None = None,
+        content_xxh3: str | None = None,
     ) -> bool:
         """Store all bytes read from ``body`` (until EOF) under ``key``, overwriting atomically.
 
         ``size`` is a hint (bytes) that lets a backend choose a single request or multipart.
-        ``content_md5`` (hex) is what the body must hash to: a backend that can have the store check it
-        (S3 ``Content-MD5`` on a single request, where the endpoint enforces it; the local backends check
-        it themselves) refuses a body that does not with ``DigestRefused`` and stores nothing. Returns True
-        when that check was made, False when it was not (no ``content_md5``, a multipart upload, an
-        endpoint that ignores the header): the caller then verifies some other way.
+        ``content_xxh3`` is the xxh3-128 the body must hash to. A backend that can check what it stores
+        against it does so and returns True: the local backends hash what they write; S3 hashes what it reads
+        from ``body`` and sends every request's MD5 as ``Content-MD5``, which the endpoint checks against
+        what it received (only where the endpoint enforces it, learnt once by a probe). A body that does not
+        hash to ``content_xxh3`` is refused with ``DigestRefused`` and nothing is stored (a multipart upload
+        is aborted). False means no such check was made (no ``content_xxh3``, an endpoint that ignores
+        ``Content-MD5``): the caller then verifies the copy some other way, such as reading it back.
         Raises ``InsufficientStorage`` when the destination is full, ``BackendError`` otherwise.
         """
-        ...
-
-    def checks_content_md5(self) -> bool:
-        """Whether a single-request ``put`` with ``content_md5`` is checked by the store and that is cheaper
-        than reading the object back (a remote store that enforces ``Content-MD5``); False for local stores,
-        where reading back costs less than computing an MD5."""
         ...
 
     def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import itertools
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
+
+import xxhash
 
 from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key, delete_each
 from tiering.errors import BackendError, DigestRefused, InsufficientStorage, ObjectNotFound, PermanentBackendError
@@ -69,24 +70,22 @@ class FileBackend:
         *,
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
-        content_md5: str | None = None,
+        content_xxh3: str | None = None,
     ) -> bool:
         path = self._path(key)
         tmp = path.parent / _tmp_name()
-        md5 = hashlib.md5() if content_md5 is not None else None
+        hasher = xxhash.xxh3_128() if content_xxh3 is not None else None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as out:
+            with self._create(tmp) as out:
                 while True:
                     chunk = body.read(1024 * 1024)
                     if not chunk:
                         break
                     out.write(chunk)
-                    if md5 is not None:
-                        md5.update(chunk)
-                if md5 is not None and md5.hexdigest() != content_md5:
-                    raise DigestRefused(f"{key}: the body does not hash to its MD5 {content_md5}",
-                                        backend=self.url, key=key)
+                    if hasher is not None:
+                        hasher.update(chunk)
+                if hasher is not None and hasher.hexdigest() != content_xxh3:
+                    raise DigestRefused(f"{key}: the body does not hash to {content_xxh3}", backend=self.url, key=key)
                 out.flush()
                 if self._fsync:
                     os.fsync(out.fileno())
@@ -100,7 +99,7 @@ class FileBackend:
                 with contextlib.suppress(FileNotFoundError):
                     meta_path.unlink()
             os.replace(tmp, path)
-            return md5 is not None
+            return hasher is not None
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -110,15 +109,25 @@ class FileBackend:
                 tmp.unlink()
             raise
 
+    @staticmethod
+    def _create(tmp: Path) -> BinaryIO:
+        """Open ``tmp`` for writing, creating its directory; a concurrent ``delete`` may prune an emptied
+        directory between the two steps, so that is tried again."""
+        for attempt in range(5):
+            try:
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                return open(tmp, "wb")  # noqa: SIM115 - the caller closes it
+            except (FileNotFoundError, FileExistsError):  # pruned under mkdir: it saw it, then it was gone
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _translate(self, exc: OSError, key: str) -> BackendError:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return InsufficientStorage(f"no space left writing {key}", backend=self.url, key=key)
         if exc.errno == errno.ENOENT:
             return ObjectNotFound(key, backend=self.url)
         return PermanentBackendError(f"{exc.strerror or exc} ({key})", backend=self.url, key=key)
-
-    def checks_content_md5(self) -> bool:
-        return False  # ``put`` checks a given MD5, but reading a local copy back costs less than an MD5
 
     def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
         path = self._path(key)

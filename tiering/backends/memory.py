@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -10,6 +9,7 @@ from typing import BinaryIO
 
 from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key, delete_each
 from tiering.errors import BackendError, DigestRefused, ObjectNotFound
+from tiering.hashing import xxh3_bytes
 
 
 class MemoryBackend:
@@ -36,7 +36,7 @@ class MemoryBackend:
         *,
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
-        content_md5: str | None = None,
+        content_xxh3: str | None = None,
     ) -> bool:
         check_key(key)
         buf = io.BytesIO()
@@ -46,14 +46,11 @@ class MemoryBackend:
                 break
             buf.write(chunk)
         data = buf.getvalue()
-        if content_md5 is not None and hashlib.md5(data).hexdigest() != content_md5:
-            raise DigestRefused(f"{key}: the body does not hash to its MD5 {content_md5}", backend=self.url, key=key)
+        if content_xxh3 is not None and xxh3_bytes(data) != content_xxh3:
+            raise DigestRefused(f"{key}: the body does not hash to {content_xxh3}", backend=self.url, key=key)
         with self._lock:
             self._objects[key] = (data, dict(metadata or {}))
-        return content_md5 is not None
-
-    def checks_content_md5(self) -> bool:
-        return False  # ``put`` checks a given MD5, but reading a local copy back costs less than an MD5
+        return content_xxh3 is not None
 
     def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
         with self._lock:

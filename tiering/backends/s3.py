@@ -49,6 +49,7 @@ from typing import Any, BinaryIO, Final
 from urllib.parse import urlparse
 
 import boto3
+import xxhash
 from botocore.config import Config as BotocoreConfig
 from botocore.exceptions import (
     BotoCoreError,
@@ -547,7 +548,7 @@ class S3Backend:
         *,
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
-        content_md5: str | None = None,
+        content_xxh3: str | None = None,
     ) -> bool:
         """Store ``body`` (read to EOF, strictly in order) under ``key``; overwrites atomically.
 
@@ -558,20 +559,32 @@ class S3Backend:
         never more than ``part_workers + 1`` parts in memory. Any failure, KeyboardInterrupt included,
         aborts the upload (after in-flight parts settle), so no incomplete upload is left behind.
 
-        ``content_md5`` travels as ``Content-MD5`` on a single PutObject when the endpoint enforces it
-        (learnt once per backend by a probe write it must refuse); the answer says whether it did.
+        With ``content_xxh3``, where the endpoint enforces ``Content-MD5`` (learnt once per backend by a
+        probe write it must refuse): what is read from ``body`` is hashed (xxh3-128) and every request
+        carries the MD5 of its bytes; a body that does not hash to ``content_xxh3`` is refused before
+        anything is stored (before the PutObject, or instead of completing the multipart upload).
         """
         self._full(key)  # an unsafe key fails here, before any byte is read
+        checked = content_xxh3 is not None and self._enforces_content_md5()
+        hasher = xxhash.xxh3_128() if checked else None
         head = b""
         if size is None or size < self.multipart_threshold:
             head = _read_up_to(body, self.multipart_threshold)
             if len(head) < self.multipart_threshold:
-                checked = content_md5 is not None and self._enforces_content_md5()
-                self._put_single(key, head, metadata, content_md5 if checked else None)
+                if hasher is not None:
+                    hasher.update(head)
+                    self._check_content(key, hasher, content_xxh3)
+                self._put_single(key, head, metadata, hashlib.md5(head).hexdigest() if checked else None)
                 return checked
             size = None  # unknown, or the hint was wrong: part sizes cannot rely on it
-        self._put_multipart(key, _Prefixed(head, body), size=size, metadata=metadata)
-        return False
+        self._put_multipart(key, _Prefixed(head, body), size=size, metadata=metadata, hasher=hasher,
+                            content_xxh3=content_xxh3)
+        return checked
+
+    def _check_content(self, key: str, hasher: Any, content_xxh3: str | None) -> None:
+        if hasher.hexdigest() != content_xxh3:
+            raise DigestRefused(f"{key}: the body does not hash to {content_xxh3}; nothing was stored",
+                                backend=self.url, key=key)
 
     def _put_single(
         self, key: str, data: bytes, metadata: Mapping[str, str] | None, content_md5: str | None,
@@ -592,9 +605,6 @@ class S3Backend:
         if done is _USE_BOTOCORE:
             self._call("put_object", key, Key=full, Body=data, **args)
             self._after_refusal()
-
-    def checks_content_md5(self) -> bool:
-        return self._enforces_content_md5()
 
     def _enforces_content_md5(self) -> bool:
         """Whether the endpoint refuses a body that does not match its Content-MD5 (probed once)."""
@@ -623,7 +633,8 @@ class S3Backend:
         return False
 
     def _put_multipart(
-        self, key: str, body: _Prefixed, *, size: int | None, metadata: Mapping[str, str] | None
+        self, key: str, body: _Prefixed, *, size: int | None, metadata: Mapping[str, str] | None,
+        hasher: Any = None, content_xxh3: str | None = None,
     ) -> None:
         full = self._full(key)
         part_size = self.part_size
@@ -649,7 +660,9 @@ class S3Backend:
                         f"pass size= or raise part_size",
                         backend=self.url, key=key,
                     )
-                in_flight.add(pool.submit(self._upload_part, key, upload_id, number, data))
+                if hasher is not None:
+                    hasher.update(data)  # in order, on this thread; each part's MD5 is taken where it is sent
+                in_flight.add(pool.submit(self._upload_part, key, upload_id, number, data, hasher is not None))
                 del data  # only the future holds the part now
                 if len(in_flight) >= self.part_workers:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -657,6 +670,8 @@ class S3Backend:
             done, in_flight = wait(in_flight)
             parts.extend(f.result() for f in done)
             parts.sort(key=lambda p: int(p["PartNumber"]))
+            if hasher is not None:
+                self._check_content(key, hasher, content_xxh3)  # refused: the upload is aborted below
             self._call("complete_multipart_upload", key, Key=full, UploadId=upload_id,
                        MultipartUpload={"Parts": parts})
         except BaseException:
@@ -667,16 +682,20 @@ class S3Backend:
         finally:
             pool.shutdown(wait=True)
 
-    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes, send_md5: bool) -> dict[str, Any]:
         full = self._full(key)
+        headers: dict[str, str] = {}
+        extra: dict[str, Any] = {}
+        if send_md5:  # hashlib releases the GIL on large buffers: the parts' MD5s run in parallel
+            headers["content-md5"] = extra["ContentMD5"] = base64.b64encode(hashlib.md5(data).digest()).decode()
         answer = self._via_lean(
             "upload_part", key,
             lambda c: c.request("PUT", self.bucket, full, query={"partNumber": str(number), "uploadId": upload_id},
-                                body=data),
+                                headers=headers, body=data),
         )
         if answer is not _USE_BOTOCORE:
             return {"PartNumber": number, "ETag": answer.headers["etag"]}
-        resp = self._call("upload_part", key, Key=full, UploadId=upload_id, PartNumber=number, Body=data)
+        resp = self._call("upload_part", key, Key=full, UploadId=upload_id, PartNumber=number, Body=data, **extra)
         self._after_refusal()
         return {"PartNumber": number, "ETag": resp["ETag"]}
 

@@ -141,7 +141,7 @@ class RetryingBackend:
         *,
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
-        content_md5: str | None = None,
+        content_xxh3: str | None = None,
     ) -> bool:
         start = _seek_position(body)
         if start is not None:
@@ -151,7 +151,7 @@ class RetryingBackend:
                 seekable.seek(start)
 
             return self._retry(
-                "put", key, lambda: self.inner.put(key, body, size=size, metadata=metadata, content_md5=content_md5),
+                "put", key, lambda: self.inner.put(key, body, size=size, metadata=metadata, content_xxh3=content_xxh3),
                 before_retry=rewind,
             )
         if size is not None and size <= self.buffer_limit:
@@ -159,13 +159,10 @@ class RetryingBackend:
             buffered = _BufferedBody(_read_all(body))
             return self._retry(
                 "put", key,
-                lambda: self.inner.put(key, buffered, size=size, metadata=metadata, content_md5=content_md5),
+                lambda: self.inner.put(key, buffered, size=size, metadata=metadata, content_xxh3=content_xxh3),
                 before_retry=buffered.rewind,
             )
-        return self.inner.put(key, body, size=size, metadata=metadata, content_md5=content_md5)
-
-    def checks_content_md5(self) -> bool:
-        return self.inner.checks_content_md5()
+        return self.inner.put(key, body, size=size, metadata=metadata, content_xxh3=content_xxh3)
 
     def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
         return self._retry("open_read", key, lambda: self.inner.open_read(key, offset=offset, length=length))
@@ -351,7 +348,7 @@ class FaultyBackend:
         *,
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
-        content_md5: str | None = None,
+        content_xxh3: str | None = None,
     ) -> bool:
         self._enter("put", key)
         stream: BinaryIO | ReadStream = body
@@ -363,10 +360,7 @@ class FaultyBackend:
             stream = _FailingReader(stream, limit, lambda: self._error(key, what))
         if self.corrupt_writes:
             stream = _CorruptingReader(stream)
-        return self.inner.put(key, stream, size=size, metadata=metadata, content_md5=content_md5)
-
-    def checks_content_md5(self) -> bool:
-        return self.inner.checks_content_md5()
+        return self.inner.put(key, stream, size=size, metadata=metadata, content_xxh3=content_xxh3)
 
     def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
         self._enter("open_read", key)
@@ -437,13 +431,10 @@ class DryRunBackend:
         *,
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
-        content_md5: str | None = None,
+        content_xxh3: str | None = None,
     ) -> bool:
         self.recorded.append(RecordedWrite("put", check_key(key), size, dict(metadata or {})))
         return False
-
-    def checks_content_md5(self) -> bool:
-        return False  # asking a remote store would write a probe object
 
     def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
         return self.inner.open_read(key, offset=offset, length=length)
