@@ -76,7 +76,8 @@ def _rows(n: int, tier_ids: dict[str, int], seed: int) -> tuple[list[tuple[Any, 
         for j in range(MEMBERS_PER_DATASET):
             mid += 1
             members.append((mid, i, f"part-{j:02d}", size // MEMBERS_PER_DATASET, "0" * 32))
-            replicas.append((mid, mid, home, f"dataset/ds{i:07d}/v1/part-{j:02d}", "live", created))
+            replicas.append((mid, mid, home, f"dataset/ds{i:07d}/v1/part-{j:02d}", "live", created,
+                             size // MEMBERS_PER_DATASET))
     return datasets, members, replicas, reads
 
 
@@ -84,7 +85,7 @@ DATASET_COLS = ("id", "name", "version", "kind", "owner", "tags", "home_tier_id"
                 "adopted", "member_count", "size_bytes", "content_digest", "created_at", "home_since",
                 "last_access_at")
 MEMBER_COLS = ("id", "dataset_id", "path", "size", "xxh3")
-REPLICA_COLS = ("id", "member_id", "tier_id", "key", "state", "verified_at")
+REPLICA_COLS = ("id", "member_id", "tier_id", "key", "state", "verified_at", "size")
 READ_COLS = ("dataset_id", "day", "reads")
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from tiering.app import App
 from tiering.catalog.models import Dataset, Member, Replica, Tier
 from tiering.catalog.states import TRUSTED_REPLICA_STATES
+from tiering.catalog.usage import count_tier_usage, tier_usage
 from tiering.config import Config, config_from_dict
 from tiering.hashing import hash_stream
 from tiering.layout import MANIFEST_DIR
@@ -87,7 +88,8 @@ def check_invariant(app: App, *, allow_stray: bool = False) -> InvariantReport:
 def _check_invariant(app: App, *, allow_stray: bool) -> InvariantReport:
     """Read back every trusted replica: each member must have >= 1 whose bytes hash to the catalog digest,
     every trusted replica must hash right, the home tier must hold a trusted copy, and (unless allowed) no
-    object on any tier may exist that the catalog does not know."""
+    object on any tier may exist that the catalog does not know. The catalog's tier usage counters must
+    equal the bytes of the replicas."""
     report = InvariantReport()
     known_keys: dict[str, set[str]] = {name: set() for name in app.config.tiers}
     with app.catalog.session() as s:
@@ -143,6 +145,10 @@ def _check_invariant(app: App, *, allow_stray: bool) -> InvariantReport:
             report.problems.append(f"{tier_name}: {leftover} unfinished uploads were left behind")
     if not allow_stray and report.stray_objects:
         report.problems.append(f"objects the catalog does not know: {report.stray_objects[:10]}")
+    with app.catalog.session() as s:
+        counted, recounted = tier_usage(s), count_tier_usage(s)
+    if counted != recounted:
+        report.problems.append(f"tier usage counters {counted} differ from the replicas' bytes {recounted}")
     return report
 
 

@@ -26,6 +26,7 @@ from tiering.backends.base import Backend, Location
 from tiering.backends.file import FileBackend
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, Replica, Tier
 from tiering.catalog.states import TRUSTED_REPLICA_STATES, ReplicaState
+from tiering.catalog.usage import tier_usage as counted_tier_usage
 from tiering.copier import Copier, CopyItem, Progress
 from tiering.errors import (
     DatasetExists,
@@ -243,7 +244,8 @@ def register(
             insert(Replica),
             [
                 {"member_id": ids[f.path], "tier_id": ds.home_tier_id,
-                 "key": f.key if adopt else prefix + f.path, "state": ReplicaState.LIVE, "verified_at": now}
+                 "key": f.key if adopt else prefix + f.path, "state": ReplicaState.LIVE, "verified_at": now,
+                 "size": f.size}
                 for f in files
             ],
         )
@@ -481,14 +483,7 @@ class TierUsage:
 def tier_usage(app: App) -> list[TierUsage]:
     """Per configured tier: bytes held by trusted replicas, datasets homed there, capacity, cost."""
     with app.catalog.session() as s:
-        used = dict(
-            s.execute(
-                select(Replica.tier_id, func.coalesce(func.sum(Member.size), 0))
-                .join(Member, Member.id == Replica.member_id)
-                .where(Replica.state.in_([str(x) for x in (*TRUSTED_REPLICA_STATES, ReplicaState.COPYING)]))
-                .group_by(Replica.tier_id)
-            ).all()
-        )
+        used = counted_tier_usage(s)
         homed = dict(
             s.execute(
                 select(Dataset.home_tier_id, func.count(Dataset.id))

@@ -184,6 +184,7 @@ def upgrade() -> None:
     sa.Column('shard_offset', sa.BigInteger(), nullable=True, comment='byte offset inside a shard object'),
     sa.Column('verified_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True, comment='staged restore copies expire'),
+    sa.Column('size', sa.BigInteger(), nullable=True, comment='bytes of the member, copied from members.size on insert; counted in tier_usage'),
     sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_replicas_member_id_members'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['tier_id'], ['tiers.id'], name=op.f('fk_replicas_tier_id_tiers')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_replicas')),
@@ -219,10 +220,115 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_restore_requests_dataset_id'), ['dataset_id'], unique=False)
         batch_op.create_index('ix_restore_requests_state', ['state'], unique=False)
 
+    op.create_table('tier_usage',
+    sa.Column('tier_id', sa.Integer(), nullable=False),
+    sa.Column('slot', sa.Integer(), autoincrement=False, nullable=False, comment='0, or the PostgreSQL backend pid that wrote it'),
+    sa.Column('used_bytes', sa.BigInteger(), nullable=False, comment='may be negative in a slot; sum per tier'),
+    sa.ForeignKeyConstraint(['tier_id'], ['tiers.id'], name=op.f('fk_tier_usage_tier_id_tiers')),
+    sa.PrimaryKeyConstraint('tier_id', 'slot', name=op.f('pk_tier_usage'))
+    )
     # ### end Alembic commands ###
+    for statement in _usage_triggers(op.get_context().dialect.name):
+        op.execute(statement)
+
+
+#: replica states whose bytes count in a tier's usage: what fills the hardware (tiering.catalog.states:
+#: TRUSTED_REPLICA_STATES and COPYING); written out because a migration is a snapshot of the schema
+_COUNTED = "('copying', 'verified', 'live')"
+
+_SQLITE_UPSERT = "ON CONFLICT (tier_id, slot) DO UPDATE SET used_bytes = used_bytes + excluded.used_bytes"
+
+_SQLITE_TRIGGERS = [
+    # SQLite cannot change NEW in a BEFORE trigger: the size is filled in just after the insert, and the
+    # update trigger below counts it then
+    """CREATE TRIGGER trg_replicas_size_from_member AFTER INSERT ON replicas WHEN NEW.size IS NULL
+    BEGIN
+        UPDATE replicas SET size = (SELECT size FROM members WHERE members.id = NEW.member_id) WHERE id = NEW.id;
+    END""",
+    f"""CREATE TRIGGER trg_replicas_usage_insert AFTER INSERT ON replicas
+    WHEN NEW.size IS NOT NULL AND NEW.state IN {_COUNTED}
+    BEGIN
+        INSERT INTO tier_usage (tier_id, slot, used_bytes) VALUES (NEW.tier_id, 0, NEW.size) {_SQLITE_UPSERT};
+    END""",
+    f"""CREATE TRIGGER trg_replicas_usage_update AFTER UPDATE OF tier_id, state, size ON replicas
+    WHEN OLD.tier_id IS NOT NEW.tier_id OR OLD.size IS NOT NEW.size
+        OR (OLD.state IN {_COUNTED}) IS NOT (NEW.state IN {_COUNTED})
+    BEGIN
+        INSERT INTO tier_usage (tier_id, slot, used_bytes) SELECT OLD.tier_id, 0, -OLD.size
+        WHERE OLD.size IS NOT NULL AND OLD.state IN {_COUNTED} {_SQLITE_UPSERT};
+        INSERT INTO tier_usage (tier_id, slot, used_bytes) SELECT NEW.tier_id, 0, NEW.size
+        WHERE NEW.size IS NOT NULL AND NEW.state IN {_COUNTED} {_SQLITE_UPSERT};
+    END""",
+    f"""CREATE TRIGGER trg_replicas_usage_delete AFTER DELETE ON replicas
+    WHEN OLD.size IS NOT NULL AND OLD.state IN {_COUNTED}
+    BEGIN
+        INSERT INTO tier_usage (tier_id, slot, used_bytes) VALUES (OLD.tier_id, 0, -OLD.size) {_SQLITE_UPSERT};
+    END""",
+]
+
+_PG_UPSERT = ("ON CONFLICT (tier_id, slot) DO UPDATE SET used_bytes = tier_usage.used_bytes + EXCLUDED.used_bytes")
+
+_POSTGRES_TRIGGERS = [
+    """CREATE FUNCTION replicas_size_from_member() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.size IS NULL THEN
+            SELECT m.size INTO NEW.size FROM members AS m WHERE m.id = NEW.member_id;
+        END IF;
+        RETURN NEW;
+    END
+    $$""",
+    """CREATE TRIGGER trg_replicas_size_from_member BEFORE INSERT ON replicas
+    FOR EACH ROW EXECUTE FUNCTION replicas_size_from_member()""",
+    # One row per tier and server backend (slot = pid): a backend runs one transaction at a time, so two
+    # writers never wait on the same counter row, and no lock order between them can deadlock.
+    f"""CREATE FUNCTION replicas_count_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO tier_usage (tier_id, slot, used_bytes)
+            SELECT tier_id, pg_backend_pid(), sum(size) FROM new_rows
+            WHERE size IS NOT NULL AND state IN {_COUNTED} GROUP BY tier_id ORDER BY tier_id
+            {_PG_UPSERT};
+        ELSIF TG_OP = 'UPDATE' THEN
+            INSERT INTO tier_usage (tier_id, slot, used_bytes)
+            SELECT tier_id, pg_backend_pid(), sum(delta) FROM (
+                SELECT tier_id, size AS delta FROM new_rows WHERE size IS NOT NULL AND state IN {_COUNTED}
+                UNION ALL
+                SELECT tier_id, -size FROM old_rows WHERE size IS NOT NULL AND state IN {_COUNTED}
+            ) AS changes GROUP BY tier_id HAVING sum(delta) <> 0 ORDER BY tier_id
+            {_PG_UPSERT};
+        ELSE
+            INSERT INTO tier_usage (tier_id, slot, used_bytes)
+            SELECT tier_id, pg_backend_pid(), -sum(size) FROM old_rows
+            WHERE size IS NOT NULL AND state IN {_COUNTED} GROUP BY tier_id ORDER BY tier_id
+            {_PG_UPSERT};
+        END IF;
+        RETURN NULL;
+    END
+    $$""",
+    """CREATE TRIGGER trg_replicas_usage_insert AFTER INSERT ON replicas REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION replicas_count_usage()""",
+    """CREATE TRIGGER trg_replicas_usage_update AFTER UPDATE ON replicas
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION replicas_count_usage()""",
+    """CREATE TRIGGER trg_replicas_usage_delete AFTER DELETE ON replicas REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION replicas_count_usage()""",
+]
+
+
+def _usage_triggers(dialect: str) -> list[str]:
+    """The triggers that keep ``replicas.size`` and ``tier_usage`` right for every writer of replicas."""
+    if dialect == "sqlite":
+        return _SQLITE_TRIGGERS
+    if dialect == "postgresql":
+        return _POSTGRES_TRIGGERS
+    raise NotImplementedError(f"no tier usage triggers for {dialect}: the catalog runs on SQLite or PostgreSQL")
 
 
 def downgrade() -> None:
+    if op.get_context().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION replicas_count_usage() CASCADE")
+        op.execute("DROP FUNCTION replicas_size_from_member() CASCADE")
+    op.drop_table('tier_usage')
     # ### commands auto generated by Alembic - please adjust! ###
     with op.batch_alter_table('restore_requests', schema=None) as batch_op:
         batch_op.drop_index('ix_restore_requests_state')

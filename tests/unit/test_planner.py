@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, fields, replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
@@ -22,6 +22,7 @@ from tiering.policy.planner import (
     Plan,
     TierFacts,
     check_policy_against_tiers,
+    dataset_facts,
     explain,
     heat,
     plan_moves,
@@ -507,3 +508,40 @@ def test_heat_halves_every_half_life() -> None:
     assert heat({}, NOW, 7) == 0
     with pytest.raises(ValueError):
         heat({today: 1}, NOW, 0)
+
+
+# --- scale ---------------------------------------------------------------------------------------------------
+
+
+def test_dataset_facts_builds_the_same_frozen_facts_as_the_constructor() -> None:
+    made = dataset(7, tags={"team": "vision"}, pins=[Pin("hot", None)], busy=True, heat_value=1.5)
+    built = dataset_facts(*(getattr(made, f.name) for f in fields(DatasetFacts)))
+    assert type(built) is DatasetFacts and built == made and repr(built) == repr(made)
+    with pytest.raises(FrozenInstanceError):
+        built.heat = 0.0  # type: ignore[misc]
+    assert replace(built, id=8).id == 8 and built.label == "ds7@1"
+
+
+def test_relief_over_many_candidates_takes_them_coldest_first_whether_heaped_or_sorted() -> None:
+    rng = random.Random(4)
+    datasets = [dataset(i, size=1 * TiB, idle=rng.choice([None, 3, 9]), heat_value=float(rng.randrange(5)),
+                        reads={30: 9}) for i in range(1, 201)]
+    # 200 TiB on a 200 TiB hot tier: relief to under 30% moves 141, past the eighth taken from a heap
+    knobs = {"hot": {"high_watermark": 0.5, "low_watermark": 0.3}}
+    result = plan(datasets, policy([], tiers=knobs), tiers(hot_capacity=200 * TiB, hot_used=200 * TiB,
+                                                           warm_capacity=None))
+    coldest = sorted(datasets, key=lambda f: (f.heat, -1e18 if f.last_access_at is None
+                                              else f.last_access_at.timestamp(), f.id))
+    assert [m.dataset_id for m in result.moves] == [f.id for f in coldest[:141]]
+
+
+def test_moves_skipped_for_budget_are_written_when_read_and_compare_like_a_tuple() -> None:
+    datasets = [dataset(i, idle=41, reads={30: 0}, heat_value=float(i)) for i in range(1, 6)]
+    result = plan(datasets, policy([DEMOTE_IDLE], budget={"max_datasets": 2}))
+    skipped = result.skipped_for_budget
+    assert len(skipped) == 3 and [m.dataset_id for m in skipped] == [3, 4, 5]
+    assert skipped[0].reason == "idle 41 days >= 14 and reads_30d 0 < 3" and skipped[0].cause is MoveCause.DEMOTION
+    assert skipped == tuple(skipped) and tuple(skipped) == skipped and skipped[1:] == tuple(skipped)[1:]
+    assert skipped != tuple(skipped)[:2]
+    decision = result.decisions[4]
+    assert decision.outcome is Outcome.BUDGET and "2 of 2 datasets already planned" in decision.detail

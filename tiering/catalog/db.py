@@ -31,7 +31,8 @@ def create_catalog_engine(url: str, *, echo: bool = False) -> Engine:
     """An engine tuned for the catalog.
 
     SQLite: WAL journal (readers never block the writer), a 30 s busy timeout so concurrent workers
-    wait instead of failing, foreign keys on. PostgreSQL: pre-ping so a restarted server is survived.
+    wait instead of failing, foreign keys on. PostgreSQL: pre-ping so a restarted server is survived; sessions
+    in UTC.
     """
     try:
         parsed = make_url(url)
@@ -58,7 +59,17 @@ def create_catalog_engine(url: str, *, echo: bool = False) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
             return engine
-        return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+        @event.listens_for(engine, "connect")
+        def _utc_session(dbapi_conn: Any, _record: Any) -> None:
+            # the catalog holds UTC: times then come back in UTC as they are, with no zone conversion per value
+            cur = dbapi_conn.cursor()
+            cur.execute("SET TIME ZONE 'UTC'")
+            cur.close()
+            dbapi_conn.commit()
+
+        return engine
     except (ArgumentError, ImportError) as exc:
         raise CatalogError(f"cannot use catalog {redact_url(url)}: {exc}") from exc
 

@@ -142,9 +142,32 @@ class Replica(Base):
     shard_offset: Mapped[int | None] = mapped_column(BigInteger, comment="byte offset inside a shard object")
     verified_at: Mapped[dt.datetime | None]
     expires_at: Mapped[dt.datetime | None] = mapped_column(comment="staged restore copies expire")
+    #: NULL only while the row is inserted: a trigger copies members.size when the writer does not give it
+    size: Mapped[int | None] = mapped_column(
+        BigInteger, comment="bytes of the member, copied from members.size on insert; counted in tier_usage"
+    )
 
     member: Mapped[Member] = relationship(back_populates="replicas")
     tier: Mapped[Tier] = relationship()
+
+
+class TierUsageCounter(Base):
+    """Bytes of the copying, verified and live replicas per tier, kept by triggers on ``replicas``.
+
+    The triggers are made by the migration (see ``0001_initial_catalog``), so every writer of replicas keeps
+    the counters right, whatever code path or tool it is. A tier's usage is the sum of its rows: on
+    PostgreSQL each server backend adds to its own row (``slot`` = its pid), so concurrent writers never
+    wait on one another; :func:`tiering.catalog.usage.fold_tier_usage` folds those rows into slot 0.
+    SQLite has one writer at a time and only slot 0.
+    """
+
+    __tablename__ = "tier_usage"
+
+    tier_id: Mapped[int] = mapped_column(ForeignKey("tiers.id"), primary_key=True)
+    slot: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="0, or the PostgreSQL backend pid that wrote it"
+    )
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0, comment="may be negative in a slot; sum per tier")
 
 
 class MoveJob(Base):

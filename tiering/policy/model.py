@@ -95,6 +95,11 @@ class Comparison:
         """True when ``value <op> threshold``."""
         return _OPERATOR_FUNCTIONS[self.op](value, self.threshold)
 
+    @property
+    def function(self) -> Callable[[float, float], bool]:
+        """The operator as a function of (value, threshold): ``holds(v)`` is ``function(v, threshold)``."""
+        return _OPERATOR_FUNCTIONS[self.op]
+
     def __str__(self) -> str:
         return f"{self.op} {self.written}"
 

@@ -40,7 +40,9 @@ plans at any hour and the executor decides whether to run.
 
 Scale: one pass over the datasets, rules evaluated per dataset, one sort per phase over its candidates.
 Decisions for the datasets that simply stay (no rule matched, archived) are not built during planning; they
-are derived on demand from the retained facts when :attr:`Plan.decisions` is read (``tiering why``).
+are derived on demand from the retained facts when :attr:`Plan.decisions` is read (``tiering why``). The
+sentences of the other decisions, and the moves the budget skipped (with their reasons), are likewise
+written when read: a run over 10^6 datasets can skip hundreds of thousands of moves.
 """
 
 from __future__ import annotations
@@ -52,12 +54,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from fnmatch import fnmatchcase
-from functools import partial
-from typing import Any, Protocol
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from tiering.config import format_size
 from tiering.errors import PolicyError, TierNotFound
 from tiering.policy.model import Comparison, Criteria, Policy, Rule
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsRichComparisonT
 
 # --- inputs ------------------------------------------------------------------------------------------------
 
@@ -101,6 +106,44 @@ class DatasetFacts:
     @property
     def label(self) -> str:
         return f"{self.name}@{self.version}"
+
+
+class _DatasetFactsLayout:
+    """The slots of :class:`DatasetFacts` without its frozen ``__setattr__``; see :func:`dataset_facts`."""
+
+    __slots__ = DatasetFacts.__slots__
+
+
+def dataset_facts(
+    id: int, name: str, version: str, kind: str, owner: str, home_tier: str, size_bytes: int,
+    created_at: datetime, home_since: datetime, tags: Mapping[str, str], last_access_at: datetime | None,
+    reads: Mapping[int, int], heat: float, pins: Sequence[Pin], busy: bool,
+) -> DatasetFacts:
+    """``DatasetFacts(...)`` with every field given, in field order, for building a million of them.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``: ~2 µs per instance
+    here, seconds per million. This fills an object of the same layout with plain slot stores and then
+    makes it a ``DatasetFacts``; the result is the same frozen, equal-comparing instance.
+    """
+    facts: Any = _DatasetFactsLayout.__new__(_DatasetFactsLayout)
+    facts.id = id
+    facts.name = name
+    facts.version = version
+    facts.kind = kind
+    facts.owner = owner
+    facts.home_tier = home_tier
+    facts.size_bytes = size_bytes
+    facts.created_at = created_at
+    facts.home_since = home_since
+    facts.tags = tags
+    facts.last_access_at = last_access_at
+    facts.reads = reads
+    facts.heat = heat
+    facts.pins = pins
+    facts.busy = busy
+    facts.__class__ = DatasetFacts
+    built: DatasetFacts = facts
+    return built
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,8 +292,8 @@ class Plan:
     policy_source: str
     #: in budget priority order: watermark relief, demotions, promotions
     moves: tuple[Move, ...]
-    #: moves the budget did not admit, in the same order
-    skipped_for_budget: tuple[Move, ...]
+    #: moves the budget did not admit, in the same order (built when read: a large run skips many)
+    skipped_for_budget: Sequence[Move]
     #: every tier, hottest first
     tiers: tuple[TierProjection, ...]
     max_bytes: int | None
@@ -317,19 +360,18 @@ def heat(reads_by_day: Mapping[date, int], now: datetime, half_life_days: float)
 # --- criteria evaluation -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class _Subject:
-    """A dataset as the criteria see it at ``now``."""
+    """A dataset as the criteria see it at ``now``. Made once per dataset and planning run: a plain slots
+    class, because a frozen dataclass costs a microsecond more per instance."""
 
-    facts: DatasetFacts
-    age_days: int
-    idle_days: int
+    __slots__ = ("facts", "age_days", "idle_days")
 
+    def __init__(self, facts: DatasetFacts, now: datetime) -> None:
+        self.facts = facts
+        self.age_days = age_days = (now - facts.created_at).days
+        last = facts.last_access_at
+        self.idle_days = age_days if last is None else (now - last).days
 
-def _subject(facts: DatasetFacts, now: datetime) -> _Subject:
-    age_days = (now - facts.created_at).days
-    last = facts.last_access_at
-    return _Subject(facts, age_days, age_days if last is None else (now - last).days)
 
 
 class _Check(Protocol):
@@ -432,28 +474,13 @@ def _shown_as(label: str, unit: str = "") -> Callable[[float], str]:
     return show
 
 
-def _age_days(subject: _Subject) -> float:
-    return subject.age_days
-
-
-def _idle_days(subject: _Subject) -> float:
-    return subject.idle_days
-
-
-def _heat_of(subject: _Subject) -> float:
-    return subject.facts.heat
-
-
-def _size_of(subject: _Subject) -> float:
-    return subject.facts.size_bytes
-
-
-def _kind_of(subject: _Subject) -> str | None:
-    return subject.facts.kind
-
-
-def _owner_of(subject: _Subject) -> str | None:
-    return subject.facts.owner
+# attribute getters run in C: each criterion test is evaluated for every dataset of its tier
+_age_days: Callable[[_Subject], float] = attrgetter("age_days")
+_idle_days: Callable[[_Subject], float] = attrgetter("idle_days")
+_heat_of: Callable[[_Subject], float] = attrgetter("facts.heat")
+_size_of: Callable[[_Subject], float] = attrgetter("facts.size_bytes")
+_kind_of: Callable[[_Subject], str | None] = attrgetter("facts.kind")
+_owner_of: Callable[[_Subject], str | None] = attrgetter("facts.owner")
 
 
 def _tag_of(key: str) -> Callable[[_Subject], str | None]:
@@ -491,6 +518,54 @@ def _compile_criteria(criteria: Criteria) -> tuple[_Check, ...]:
     return tuple(checks)
 
 
+def _test_of(check: _Check) -> Callable[[_Subject], bool]:
+    """``check.holds`` as one call: what ``_CompiledRule.matches`` runs for each dataset."""
+    if isinstance(check, _ComparisonCheck):
+        value_of, compare, threshold = check.value_of, check.comparison.function, check.comparison.threshold
+
+        def compares(subject: _Subject) -> bool:
+            return compare(value_of(subject), threshold)
+
+        return compares
+    if isinstance(check, _MemberCheck):
+        label_of, allowed = check.value_of, check.allowed
+
+        def is_one_of(subject: _Subject) -> bool:
+            return label_of(subject) in allowed
+
+        return is_one_of
+    return check.holds
+
+
+def _matcher(when: Sequence[Callable[[_Subject], bool]],
+             unless: Sequence[Sequence[Callable[[_Subject], bool]]]) -> Callable[[_Subject], bool]:
+    """One predicate for a rule: each ``when`` test in order, then each ``unless`` block; it runs for every
+    dataset on the rule's tier, so the usual shapes (one or two criteria, no ``unless``) get no loop."""
+    if not unless and len(when) == 1:
+        return when[0]
+    if not unless and len(when) == 2:
+        first, second = when
+
+        def both(subject: _Subject) -> bool:
+            return first(subject) and second(subject)
+
+        return both
+
+    def matches(subject: _Subject) -> bool:
+        for test in when:
+            if not test(subject):
+                return False
+        for block in unless:
+            for test in block:
+                if not test(subject):
+                    break
+            else:
+                return False
+        return True
+
+    return matches
+
+
 @dataclass(frozen=True, slots=True)
 class _CompiledRule:
     rule: Rule
@@ -498,20 +573,19 @@ class _CompiledRule:
     is_demotion: bool
     when: tuple[_Check, ...]
     unless: tuple[tuple[_Check, ...], ...]
+    #: the rule's name and destination (read for every candidate of a large plan)
+    name: str = field(init=False)
+    to_tier: str = field(init=False)
+    #: ``matches(subject)``: every ``when`` criterion holds and no ``unless`` block holds entirely
+    matches: Callable[[_Subject], bool] = field(init=False)
 
-    @property
-    def name(self) -> str:
-        return self.rule.name
-
-    @property
-    def to_tier(self) -> str:
-        return self.rule.move.to_tier
-
-    def matches(self, subject: _Subject) -> bool:
-        for check in self.when:
-            if not check.holds(subject):
-                return False
-        return not any(all(check.holds(subject) for check in block) for block in self.unless)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.rule.name)
+        object.__setattr__(self, "to_tier", self.rule.move.to_tier)
+        object.__setattr__(self, "matches", _matcher(
+            tuple(_test_of(check) for check in self.when),
+            tuple(tuple(_test_of(check) for check in block) for block in self.unless),
+        ))
 
     def reason(self, subject: _Subject) -> str:
         """The ``when`` criteria with the values seen: ``idle 41 days >= 14 and reads_30d 0 < 3``."""
@@ -687,17 +761,108 @@ class _Limit:
         return bytes_after >= self.bytes if self.strict else bytes_after > self.bytes
 
 
-@dataclass(frozen=True, slots=True)
 class _Deferred:
-    """A decision made while planning; its sentence is written only if someone reads it."""
+    """A decision made while planning; its sentence is written only if someone reads it.
 
-    outcome: Outcome
-    build: Callable[[], Decision]
+    ``build(*args)`` writes it. A plain slots class: a large plan records hundreds of thousands of them.
+    """
+
+    __slots__ = ("outcome", "_build", "_args")
+
+    def __init__(self, outcome: Outcome, build: Callable[..., Decision], *args: Any) -> None:
+        self.outcome = outcome
+        self._build = build
+        self._args = args
+
+    def build(self) -> Decision:
+        return self._build(*self._args)
+
+
+@dataclass(frozen=True, slots=True)
+class _Budget:
+    """The run's budget and what a skipped move needs to write its sentences later."""
+
+    context: _PlanContext
+    max_bytes: int | None
+    max_datasets: int | None
+
+
+class _BudgetSkip:
+    """A move the budget did not admit: an entry of :attr:`Plan.skipped_for_budget` and the dataset's
+    recorded decision (:attr:`Outcome.BUDGET`) at once. Its :class:`Move`, reason and sentence are written
+    only when read; a plain slots class, because a large run skips hundreds of thousands of moves."""
+
+    __slots__ = ("facts", "to_tier", "compiled", "relief_text", "cause", "spent_bytes", "planned", "budget")
+    outcome = Outcome.BUDGET
+
+    def __init__(self, facts: DatasetFacts, to_tier: str, compiled: _CompiledRule | None, relief_text: str | None,
+                 cause: MoveCause, spent_bytes: int, planned: int, budget: _Budget) -> None:
+        self.facts = facts
+        self.to_tier = to_tier
+        self.compiled = compiled
+        self.relief_text = relief_text
+        self.cause = cause
+        #: what the plan had admitted when this move came: bytes and moves
+        self.spent_bytes = spent_bytes
+        self.planned = planned
+        self.budget = budget
+
+    def move(self) -> Move:
+        facts, compiled = self.facts, self.compiled
+        return Move(facts.id, facts.label, facts.home_tier, self.to_tier, facts.size_bytes,
+                    WATERMARK_RULE if compiled is None else compiled.name,
+                    _move_reason(self.budget.context, facts, compiled, self.relief_text), self.cause)
+
+    def build(self) -> Decision:
+        budget = self.budget
+        return _budget_decision(self.move(), self.spent_bytes, self.planned, budget.max_bytes, budget.max_datasets)
+
+
+#: what planning records for a dataset that stays: ``.outcome`` now, ``.build()`` the decision when read
+_Recorded = _Deferred | _BudgetSkip
+
+
+class _SkippedMoves(Sequence[Move]):
+    """:attr:`Plan.skipped_for_budget`: a sequence of :class:`Move` built on access (a large run can skip
+    hundreds of thousands of moves; their reasons are written only when read). Compares equal to any
+    sequence of the same moves."""
+
+    __slots__ = ("_skipped",)
+
+    def __init__(self, skipped: Sequence[_BudgetSkip]) -> None:
+        self._skipped = skipped
+
+    @overload
+    def __getitem__(self, index: int) -> Move: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Move, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Move | tuple[Move, ...]:
+        if isinstance(index, slice):
+            return tuple(skip.move() for skip in self._skipped[index])
+        return self._skipped[index].move()
+
+    def __len__(self) -> int:
+        return len(self._skipped)
+
+    def __iter__(self) -> Iterator[Move]:
+        return (skip.move() for skip in self._skipped)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SkippedMoves({list(self)!r})"
 
 
 def _move_reason(context: _PlanContext, facts: DatasetFacts, compiled: _CompiledRule | None,
                  relief_text: str | None) -> str:
-    rule_reason = "" if compiled is None else compiled.reason(_subject(facts, context.now))
+    rule_reason = "" if compiled is None else compiled.reason(_Subject(facts, context.now))
     if relief_text is None:
         return rule_reason
     return relief_text if compiled is None else f"{relief_text}; rule {compiled.name}: {rule_reason}"
@@ -710,7 +875,7 @@ def _busy_decision(facts: DatasetFacts) -> Decision:
 
 def _blocked_decision(context: _PlanContext, facts: DatasetFacts, compiled: _CompiledRule,
                       blocker: _Blocker) -> Decision:
-    reason = compiled.reason(_subject(facts, context.now))
+    reason = compiled.reason(_Subject(facts, context.now))
     return Decision(facts.id, facts.label, facts.home_tier, blocker.outcome,
                     f"rule {compiled.name} wants {facts.home_tier} -> {compiled.to_tier} ({reason}), "
                     f"but {blocker.text}",
@@ -791,14 +956,17 @@ class _Planner:
         self.by_tier: dict[str, list[DatasetFacts]] = {name: [] for name in self.order}
         #: datasets a rule selected and nothing blocked: id -> the rule
         self.selected: dict[int, _CompiledRule] = {}
-        self.recorded: dict[int, _Deferred] = {}
+        self.recorded: dict[int, _Recorded] = {}
         self.moves: list[Move] = []
         self.moved: dict[int, Move] = {}
-        self.skipped: list[Move] = []
+        self.skipped: list[_BudgetSkip] = []
         self.relieved: set[str] = set()
+        #: inbound_limit's answers; they change only when a tier is relieved
+        self.limits: dict[tuple[str, MoveCause], _Limit | None] = {}
         self.spent_bytes = 0
         self.max_bytes = policy.budget.max_bytes
         self.max_datasets = policy.budget.max_datasets
+        self.budget = _Budget(self.context, self.max_bytes, self.max_datasets)
 
     # step 1 ---------------------------------------------------------------------------------------------
 
@@ -808,35 +976,42 @@ class _Planner:
         rules_by_tier = context.rules_by_tier
         facts_by_id = self.facts_by_id
         by_tier = self.by_tier
+        recorded = self.recorded
+        selected = self.selected
+        residency_cutoff = context.residency_cutoff
         for facts in datasets:
             dataset_id = facts.id
-            if dataset_id in facts_by_id:
-                raise ValueError(f"dataset id {dataset_id} appears twice in the facts ({facts.label})")
+            known = len(facts_by_id)
             facts_by_id[dataset_id] = facts
+            if len(facts_by_id) == known:
+                raise ValueError(f"dataset id {dataset_id} appears twice in the facts ({facts.label})")
             home = facts.home_tier
             try:
                 by_tier[home].append(facts)
             except KeyError:
                 raise TierNotFound(home, self.order) from None
             if facts.busy:
-                self.recorded[dataset_id] = _Deferred(Outcome.BUSY, partial(_busy_decision, facts))
+                recorded[dataset_id] = _Deferred(Outcome.BUSY, _busy_decision, facts)
                 continue
             rules = rules_by_tier.get(home)  # an archive tier has none (check_policy_against_tiers)
             if rules is None:
                 continue
-            subject = _subject(facts, now)
+            subject = _Subject(facts, now)
             for compiled in rules:
                 if compiled.matches(subject):
                     break
             else:
                 continue
+            if not facts.pins:  # blocker()'s common case inlined: no pin, and out of residency
+                cutoff = residency_cutoff[home]
+                if cutoff is None or facts.home_since <= cutoff:
+                    selected[dataset_id] = compiled
+                    continue
             blocker = context.blocker(facts, compiled.to_tier)
             if blocker is None:
-                self.selected[dataset_id] = compiled
+                selected[dataset_id] = compiled
             else:
-                self.recorded[dataset_id] = _Deferred(
-                    blocker.outcome, partial(_blocked_decision, context, facts, compiled, blocker)
-                )
+                recorded[dataset_id] = _Deferred(blocker.outcome, _blocked_decision, context, facts, compiled, blocker)
 
     # step 2 ---------------------------------------------------------------------------------------------
 
@@ -860,33 +1035,43 @@ class _Planner:
         relief_text = (f"watermark: {tier.name} at {usage} > {_percent(knobs.high_watermark)}, "
                        f"demote coldest until < {_percent(knobs.low_watermark)}")
         colder = self.context.next_colder[tier.name]
-        # A heap, not a sort: relief usually needs only the coldest few of a large tier.
-        heap: list[tuple[int, float, float, int, int]] = []
-        payload: list[tuple[DatasetFacts, str, _CompiledRule | None]] = []
+        # First the datasets a demotion rule selected, then the others that may go one tier colder; each group
+        # coldest first: (heat, last read, id), ids are unique so the rest of a candidate is never compared.
+        selected_first: list[tuple[float, float, int, DatasetFacts, str, _CompiledRule | None]] = []
+        then_others: list[tuple[float, float, int, DatasetFacts, str, _CompiledRule | None]] = []
+        recorded, moved, selected = self.recorded, self.moved, self.selected
+        blocker, cutoff = self.context.blocker, self.context.residency_cutoff.get(tier.name)
         for facts in self.by_tier[tier.name]:
-            if facts.busy or facts.id in self.recorded or facts.id in self.moved:
+            dataset_id = facts.id
+            if facts.busy or dataset_id in recorded or dataset_id in moved:
                 continue
-            selected_rule = self.selected.get(facts.id)
+            last = facts.last_access_at
+            last_read = -math.inf if last is None else last.timestamp()  # _last_read_order, inlined
+            selected_rule = selected.get(dataset_id)
             if selected_rule is not None:
-                if not selected_rule.is_demotion:
-                    continue
-                heap.append((0, facts.heat, _last_read_order(facts), facts.id, len(payload)))
-                payload.append((facts, selected_rule.to_tier, selected_rule))
-            elif colder is not None and self.context.blocker(facts, colder) is None:
-                heap.append((1, facts.heat, _last_read_order(facts), facts.id, len(payload)))
-                payload.append((facts, colder, None))
-        heapq.heapify(heap)
+                if selected_rule.is_demotion:
+                    selected_first.append(
+                        (facts.heat, last_read, dataset_id, facts, selected_rule.to_tier, selected_rule))
+            elif colder is not None and (
+                # blocker() is None, its common case inlined: no pin and out of residency
+                (not facts.pins and (cutoff is None or facts.home_since <= cutoff))
+                or blocker(facts, colder) is None
+            ):
+                then_others.append((facts.heat, last_read, dataset_id, facts, colder, None))
         # Bytes the budget refused count as relief still owed: the skipped list then holds the moves relief
         # needed, not every dataset of the tier.
         owed_to_budget = 0
-        while heap and self.projected[tier.name] - owed_to_budget >= low:
-            facts, to_tier, selected_rule = payload[heapq.heappop(heap)[-1]]
-            outcome = self.try_move(facts, to_tier, selected_rule, MoveCause.WATERMARK, relief_text)
-            if outcome is Outcome.BUDGET:
-                owed_to_budget += facts.size_bytes
+        for group in (selected_first, then_others):
+            for _, _, _, facts, to_tier, selected_rule in _ascending(group):
+                if self.projected[tier.name] - owed_to_budget < low:
+                    break
+                outcome = self.try_move(facts, to_tier, selected_rule, MoveCause.WATERMARK, relief_text)
+                if outcome is Outcome.BUDGET:
+                    owed_to_budget += facts.size_bytes
         fraction_after = self.projected[tier.name] / capacity
         reached = self.projected[tier.name] < low
         self.relieved.add(tier.name)
+        self.limits.clear()
         self.relief[tier.name] = _Relief(fraction_before, fraction_after)
         if not reached:
             self.notes.append(
@@ -898,28 +1083,36 @@ class _Planner:
     # steps 3 and 4 --------------------------------------------------------------------------------------
 
     def apply_rule_moves(self) -> None:
+        # sorted on (heat, last read, id): ids are unique, so facts and rules are never compared
         demotions: list[tuple[float, float, int, DatasetFacts, _CompiledRule]] = []
         promotions: list[tuple[float, float, int, DatasetFacts, _CompiledRule]] = []
+        moved, recorded, facts_by_id = self.moved, self.recorded, self.facts_by_id
         for dataset_id, compiled in self.selected.items():
-            if dataset_id in self.moved or dataset_id in self.recorded:
+            if dataset_id in moved or dataset_id in recorded:
                 continue
-            facts = self.facts_by_id[dataset_id]
+            facts = facts_by_id[dataset_id]
             last_read = _last_read_order(facts)
             if compiled.is_demotion:
                 demotions.append((facts.heat, last_read, dataset_id, facts, compiled))
             else:
                 promotions.append((-facts.heat, -last_read, dataset_id, facts, compiled))
-        demotions.sort(key=_sort_key)
-        promotions.sort(key=_sort_key)
-        for *_, facts, compiled in demotions:
+        demotions.sort()
+        promotions.sort()
+        for _, _, _, facts, compiled in demotions:
             self.try_move(facts, compiled.to_tier, compiled, MoveCause.DEMOTION)
-        for *_, facts, compiled in promotions:
+        for _, _, _, facts, compiled in promotions:
             self.try_move(facts, compiled.to_tier, compiled, MoveCause.PROMOTION)
 
     # moving ---------------------------------------------------------------------------------------------
 
     def inbound_limit(self, to_tier: str, cause: MoveCause) -> _Limit | None:
         """The most bytes ``to_tier`` may hold after a move of this cause; None when unlimited."""
+        key = (to_tier, cause)
+        if key not in self.limits:
+            self.limits[key] = self._inbound_limit(to_tier, cause)
+        return self.limits[key]
+
+    def _inbound_limit(self, to_tier: str, cause: MoveCause) -> _Limit | None:
         capacity = self.tiers[to_tier].capacity_bytes
         if cause is not MoveCause.WATERMARK:
             if to_tier in self.relieved:
@@ -946,22 +1139,22 @@ class _Planner:
         size = facts.size_bytes
         limit = self.inbound_limit(to_tier, cause)
         if limit is not None and limit.refuses(self.projected[to_tier] + size):
-            self.recorded[facts.id] = _Deferred(limit.outcome, partial(
-                _limit_decision, self.context, facts, to_tier, compiled, relief_text, cause, limit,
+            self.recorded[facts.id] = _Deferred(
+                limit.outcome, _limit_decision, self.context, facts, to_tier, compiled, relief_text, cause, limit,
                 self.projected[to_tier] + size,
-            ))
+            )
             return limit.outcome
-        move = Move(facts.id, facts.label, facts.home_tier, to_tier, size,
-                    WATERMARK_RULE if compiled is None else compiled.name,
-                    _move_reason(self.context, facts, compiled, relief_text), cause)
         over_datasets = self.max_datasets is not None and len(self.moves) + 1 > self.max_datasets
         over_bytes = self.max_bytes is not None and self.spent_bytes + size > self.max_bytes
         if over_datasets or over_bytes:
-            self.skipped.append(move)
-            self.recorded[facts.id] = _Deferred(Outcome.BUDGET, partial(
-                _budget_decision, move, self.spent_bytes, len(self.moves), self.max_bytes, self.max_datasets,
-            ))
+            self.recorded[facts.id] = skip = _BudgetSkip(
+                facts, to_tier, compiled, relief_text, cause, self.spent_bytes, len(self.moves), self.budget,
+            )
+            self.skipped.append(skip)
             return Outcome.BUDGET
+        move = Move(facts.id, facts.label, facts.home_tier, to_tier, size,
+                    WATERMARK_RULE if compiled is None else compiled.name,
+                    _move_reason(self.context, facts, compiled, relief_text), cause)
         self.moves.append(move)
         self.moved[facts.id] = move
         self.spent_bytes += size
@@ -1000,7 +1193,7 @@ class _Planner:
         window_open = window is None or window.contains(self.now.astimezone(window_timezone).time())
         return Plan(
             now=self.now, policy_source=self.policy.source, moves=tuple(self.moves),
-            skipped_for_budget=tuple(self.skipped), tiers=tuple(projections),
+            skipped_for_budget=_SkippedMoves(self.skipped), tiers=tuple(projections),
             max_bytes=self.max_bytes, max_datasets=self.max_datasets,
             window=None if window is None else str(window), window_open=window_open,
             decisions=Decisions(self.recorded, self.moved, self.context),
@@ -1008,8 +1201,18 @@ class _Planner:
         )
 
 
-def _sort_key(candidate: tuple[float, float, int, DatasetFacts, _CompiledRule]) -> tuple[float, float, int]:
-    return candidate[0], candidate[1], candidate[2]
+def _ascending(items: list[SupportsRichComparisonT]) -> Iterator[SupportsRichComparisonT]:
+    """The items of ``items`` (which this reorders) in ascending order, computed as they are taken.
+
+    A heap while the consumer takes few (relief usually needs the coldest few of a large tier); once it has
+    taken an eighth, the rest is sorted, which is cheaper than popping most of a heap. Items must be totally
+    ordered and unequal (here: no NaN heat, unique dataset ids).
+    """
+    heapq.heapify(items)
+    for _ in range(len(items) // 8):
+        yield heapq.heappop(items)
+    items.sort()
+    yield from items
 
 
 def plan_moves(
@@ -1053,7 +1256,7 @@ class Decisions(Mapping[int, Decision]):
     """
 
     def __init__(
-        self, recorded: Mapping[int, _Deferred], moved: Mapping[int, Move], context: _PlanContext
+        self, recorded: Mapping[int, _Recorded], moved: Mapping[int, Move], context: _PlanContext
     ) -> None:
         self._recorded = recorded
         self._moved = moved
@@ -1129,7 +1332,7 @@ def _derive_decision(context: _PlanContext, facts: DatasetFacts) -> Decision:
                         f"{tier.name} is an archive tier: datasets leave it only by `tiering restore "
                         f"{facts.name}@{facts.version} --to TIER`, never by policy")
     rules = context.rules_by_tier.get(tier.name, ())
-    subject = _subject(facts, context.now)
+    subject = _Subject(facts, context.now)
     if rules:
         detail = f"no rule for {tier.name} matched ({_observed_values(rules, subject)})"
     else:
@@ -1189,7 +1392,7 @@ def explain(plan: Plan, dataset_id: int) -> str:
     facts = context.facts_by_id[dataset_id]
     decision = plan.decisions[dataset_id]
     now = context.now
-    subject = _subject(facts, now)
+    subject = _Subject(facts, now)
     if decision.outcome is Outcome.MOVE:
         move = plan.decisions.move_of(dataset_id)
         assert move is not None
