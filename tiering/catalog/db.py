@@ -5,18 +5,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tiering.errors import CatalogError
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+#: the newest migration shipped (``migrations/versions``); tests/unit/test_migrations.py keeps it equal to
+#: Alembic's head, so opening a catalog checks the schema with one query instead of loading Alembic
+SCHEMA_HEAD = "0001"
 
 
 def redact_url(url: str) -> str:
@@ -75,6 +78,8 @@ def create_catalog_engine(url: str, *, echo: bool = False) -> Engine:
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     script_location = resources.files("tiering.migrations")
     cfg.set_main_option("script_location", str(script_location))
@@ -84,6 +89,8 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (default: latest). Idempotent."""
+    from alembic import command
+
     cfg = _alembic_config(engine)
     try:
         with engine.begin() as conn:
@@ -95,6 +102,9 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
 def schema_status(engine: Engine) -> tuple[str | None, str]:
     """(current revision in the database, newest revision shipped)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     cfg = _alembic_config(engine)
     head = ScriptDirectory.from_config(cfg).get_current_head() or ""
     try:
@@ -105,9 +115,19 @@ def schema_status(engine: Engine) -> tuple[str | None, str]:
     return current, head
 
 
+def _current_revision(engine: Engine) -> str | None:
+    """The revision recorded in the catalog (Alembic's ``alembic_version`` table); None when there is none."""
+    try:
+        with engine.connect() as conn:
+            has_table = engine.dialect.has_table(conn, "alembic_version")
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar() if has_table else None
+    except OperationalError as exc:
+        raise CatalogError(f"cannot reach catalog {redact_url(str(engine.url))}: {exc.orig}") from exc
+
+
 def check_schema(engine: Engine) -> None:
     """Raise CatalogError unless the database schema is at the newest migration."""
-    current, head = schema_status(engine)
+    current, head = _current_revision(engine), SCHEMA_HEAD
     if current is None:
         raise CatalogError(
             f"catalog {redact_url(str(engine.url))} has no schema yet; run `tiering init` or `tiering migrate`"
