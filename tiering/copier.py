@@ -212,7 +212,7 @@ class Copier:
 
     def _verify_destination(self, item: CopyItem, digests: Digests) -> None:
         dst_name = f"{self.dst.url}/{item.dst_key}"
-        if self.verify != "stream":  # readback, or auto where the store did not check the MD5
+        if self.verify != "stream":  # readback, or auto where the destination could not check what it stored
             if digests.size >= READBACK_PARALLEL_FROM:
                 check = self._read_back_in_ranges(item.dst_key, digests.size)
             else:
