@@ -127,6 +127,27 @@ def test_attempts_must_count_at_least_the_first_try(memory: MemoryBackend) -> No
         RetryingBackend(memory, attempts=0)
 
 
+def test_delete_many_retries_only_the_keys_that_failed_transiently(memory: MemoryBackend) -> None:
+    for key in ("a", "b", "c"):
+        memory.put(key, io.BytesIO(b"v"))
+    faulty = FaultyBackend(memory, fail_calls={"delete": 1})  # the first key's delete fails once
+    sleeps: list[float] = []
+    assert retrying(faulty, attempts=3, sleeps=sleeps).delete_many(["a", "b", "c"]) == {}
+    assert [o.key for o in memory.list()] == []
+    assert faulty.calls["delete"] == 4  # a (refused), b, c, then a again alone
+    assert sleeps == pytest.approx([0.05])
+
+
+def test_delete_many_reports_permanent_failures_per_key_without_retrying(memory: MemoryBackend) -> None:
+    for key in ("a", "b"):
+        memory.put(key, io.BytesIO(b"v"))
+    faulty = FaultyBackend(memory, fail_calls={"delete": 1}, fail_with=PermanentBackendError)
+    failed = retrying(faulty, attempts=3).delete_many(["a", "b"])
+    assert list(failed) == ["a"] and isinstance(failed["a"], PermanentBackendError)
+    assert [o.key for o in memory.list()] == ["a"]
+    assert faulty.calls["delete"] == 2
+
+
 def test_open_read_is_retried_until_the_stream_opens(memory: MemoryBackend) -> None:
     memory.put("k", io.BytesIO(b"hello"))
     faulty = FaultyBackend(memory, fail_calls={"open_read": 2})
