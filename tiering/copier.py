@@ -35,7 +35,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Literal
 
-from tiering.backends.base import DIGEST_METADATA_KEY, Backend
+from tiering.backends.base import DIGEST_METADATA_KEY, Backend, read_up_to
 from tiering.errors import CorruptedCopy, DigestRefused, SourceChanged, TieringError
 from tiering.hashing import Digests, HashingReader, hash_stream
 
@@ -251,17 +251,9 @@ class Copier:
             length = min(READBACK_RANGE, size - offset)
             stream = self.dst.open_read(key, offset=offset, length=length)
             try:
-                parts = []
-                got = 0
-                while got < length:
-                    chunk = stream.read(length - got)
-                    if not chunk:
-                        break
-                    parts.append(chunk)
-                    got += len(chunk)
+                return read_up_to(stream, length)
             finally:
                 stream.close()
-            return parts[0] if len(parts) == 1 else b"".join(parts)
 
         check = Digests()
         offsets = iter(range(0, size, READBACK_RANGE))

@@ -19,11 +19,11 @@ Rules shared by all methods:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from tiering.errors import BackendError
+from tiering.errors import BackendError, TieringError
 
 #: metadata key under which our own digest of an object is stored (``x-amz-meta-xxh3-128`` on S3)
 DIGEST_METADATA_KEY = "xxh3-128"
@@ -152,3 +152,29 @@ def delete_each(backend: Backend, keys: Sequence[str]) -> dict[str, BackendError
         except BackendError as exc:
             failed[key] = exc
     return failed
+
+
+def delete_keys(backend: Backend, keys: Iterable[str]) -> dict[str, TieringError]:
+    """``delete_many`` of ``keys`` (duplicates removed: packed members share their shard's key), where a failure
+    of the whole call (the store unreachable) is reported as a failure of every key; never raises."""
+    unique = list(dict.fromkeys(keys))
+    try:
+        return dict(backend.delete_many(unique))
+    except TieringError as whole:
+        return dict.fromkeys(unique, whole)
+
+
+def read_up_to(body: BinaryIO | ReadStream, limit: int) -> bytes:
+    """Read until ``limit`` bytes or EOF: a stream may return short reads before its end."""
+    first = body.read(limit)
+    if not first or len(first) >= limit:
+        return first
+    chunks = [first]
+    got = len(first)
+    while got < limit:
+        chunk = body.read(limit - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)

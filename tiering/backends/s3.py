@@ -66,7 +66,7 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key, delete_each
+from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key, delete_each, read_up_to
 from tiering.backends.s3_lean import LeanConnectionError, LeanHTTPError, LeanS3Client, StaticKeys
 from tiering.config import Credentials, TierConfig, TransferConfig
 from tiering.errors import (
@@ -121,22 +121,6 @@ _USE_BOTOCORE: Final = object()
 
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _read_up_to(body: BinaryIO | ReadStream, limit: int) -> bytes:
-    """Read until ``limit`` bytes or EOF: a stream may return short reads before its end."""
-    first = body.read(limit)
-    if not first or len(first) >= limit:
-        return first
-    chunks = [first]
-    got = len(first)
-    while got < limit:
-        chunk = body.read(limit - got)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
 
 
 class _Prefixed:
@@ -569,7 +553,7 @@ class S3Backend:
         hasher = xxhash.xxh3_128() if checked else None
         head = b""
         if size is None or size < self.multipart_threshold:
-            head = _read_up_to(body, self.multipart_threshold)
+            head = read_up_to(body, self.multipart_threshold)
             if len(head) < self.multipart_threshold:
                 if hasher is not None:
                     hasher.update(head)
@@ -649,7 +633,7 @@ class S3Backend:
             number = 0
             eof = False
             while not eof:
-                data = _read_up_to(body, part_size)
+                data = read_up_to(body, part_size)
                 eof = len(data) < part_size
                 if not data and number > 0:
                     break
