@@ -44,7 +44,7 @@ from sqlalchemy import Table, and_, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from tiering.app import App
-from tiering.backends.base import Backend, ReadStream
+from tiering.backends.base import Backend, ReadStream, delete_keys
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, MoveStep, Replica, Tier
 from tiering.catalog.states import (
     UNFINISHED_JOB_STATES,
@@ -877,11 +877,7 @@ class Executor:
         for start in range(0, len(targets), DELETE_BATCH):
             batch = targets[start:start + DELETE_BATCH]
             # members packed in one shard share its key
-            keys = list(dict.fromkeys(key for _sid, _rid, key, _offset in batch))
-            try:
-                failed: dict[str, TieringError] = dict(src_backend.delete_many(keys))
-            except TieringError as whole:  # the whole call failed (store unreachable): every key is retried later
-                failed = dict.fromkeys(keys, whole)
+            failed = delete_keys(src_backend, (key for _sid, _rid, key, _offset in batch))
             for key, why in failed.items():
                 log.warning("could not delete source %s (will retry on resume): %s", key, why)
             done = [(sid, rid) for sid, rid, key, _offset in batch if key not in failed]
@@ -937,8 +933,7 @@ class Executor:
             ds = s.get_one(Dataset, job.dataset_id)
             prefix = dataset_prefix(ds.kind, ds.name, ds.version)
         dst_backend = self.app.backend(dst.name)
-        with contextlib.suppress(TieringError):
-            dst_backend.delete_many(list(dict.fromkeys(key for _rid, key in leftovers)))
+        delete_keys(dst_backend, (key for _rid, key in leftovers))
         with contextlib.suppress(TieringError):
             dst_backend.abort_incomplete(prefix)
         now = self.app.now()

@@ -57,6 +57,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ScalarSelect
 
 from tiering.app import App
+from tiering.backends.base import delete_keys
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, MoveStep, Replica, RestoreRequest, Tier
 from tiering.catalog.states import (
     TRUSTED_REPLICA_STATES,
@@ -929,11 +930,7 @@ def _sweep_group(
     backend = app.backend(tier_name)
     gone: list[int] = []
     freed = 0
-    keys = list(dict.fromkeys(key for _rid, key, _size in doomed))  # packed members share their shard's key
-    try:
-        failed: dict[str, TieringError] = dict(backend.delete_many(keys))
-    except TieringError as whole:
-        failed = dict.fromkeys(keys, whole)
+    failed = delete_keys(backend, (key for _rid, key, _size in doomed))
     for key, why in failed.items():
         log.warning("could not delete expired staged copy %s on %s (next sweep retries): %s", key, tier_name, why)
     for rid, key, size in doomed:
