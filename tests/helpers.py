@@ -15,6 +15,7 @@ import yaml
 from sqlalchemy import select
 
 from tiering.app import App
+from tiering.backends.base import Backend
 from tiering.catalog.models import Dataset, Member, Replica, Tier
 from tiering.catalog.states import TRUSTED_REPLICA_STATES
 from tiering.catalog.usage import count_tier_usage, tier_usage
@@ -173,3 +174,12 @@ def run_cli(config: Path, *args: str, crash_at: str | None = None) -> subprocess
         [sys.executable, "-m", "tiering", "--config", str(config), *args],
         env=env, capture_output=True, text=True, timeout=120,
     )
+
+
+def read_all(backend: Backend, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
+    """The bytes of ``key`` (or of a range of it), read through the backend."""
+    stream = backend.open_read(key, offset=offset, length=length)
+    try:
+        return stream.read()
+    finally:
+        stream.close()

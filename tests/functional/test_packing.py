@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import check_invariant, make_tree, open_app, workspace_config
+from helpers import check_invariant, make_tree, open_app, read_all, workspace_config
 from sqlalchemy import select
 
 from tiering import jobs
@@ -42,14 +42,6 @@ def app(tmp_path: Path) -> Iterator[App]:
     a = open_app(packed_config(tmp_path))
     yield a
     a.close()
-
-
-def read_all(backend: Backend, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
-    stream = backend.open_read(key, offset=offset, length=length)
-    try:
-        return stream.read()
-    finally:
-        stream.close()
 
 
 def cold_replicas(app: App) -> dict[str, tuple[str, int | None]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from helpers import check_invariant, make_tree, open_app, workspace_config
+from helpers import check_invariant, make_tree, open_app, read_all, workspace_config
 from sqlalchemy import select
 
 from tiering import jobs
@@ -38,14 +38,6 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     a = open_app(workspace_config(tmp_path, tiers=tiers))
     yield a
     a.close()
-
-
-def read_all(backend: Backend, key: str) -> bytes:
-    stream = backend.open_read(key)
-    try:
-        return stream.read()
-    finally:
-        stream.close()
 
 
 def test_register_uploads_every_file_with_its_digest_and_a_manifest(app: App, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FixedClock, check_invariant, make_tree, open_app, run_cli, workspace_config, write_config
+from helpers import FixedClock, check_invariant, make_tree, open_app, read_all, run_cli, workspace_config, write_config
 from sqlalchemy import delete, func, select
 
 from tiering import jobs
@@ -54,14 +54,6 @@ def archived(app: App, tmp_path: Path, name: str = "d", *, files: int = 20, seed
     jobs.register(app, str(tmp_path / f"src-{name}"), name=name, version="1", tier="hot")
     assert jobs.move(app, f"{name}@1", to="cold").state == "done"
     return content
-
-
-def read_all(backend: Backend, key: str) -> bytes:
-    stream = backend.open_read(key)
-    try:
-        return stream.read()
-    finally:
-        stream.close()
 
 
 def staged_expiries(app: App, tier: str = "hot") -> set[dt.datetime | None]:
