@@ -1,7 +1,7 @@
 """The cost of verification: xxh3-128 alone (the ceiling), and one large object copied tier to tier with
 our Copier four ways, interleaved: no hashing at all (``put(open_read())``, the floor), ``verify=stream``
 (hash while streaming, check the size at the destination), ``verify=auto`` (the default: the destination
-checks every part's Content-MD5 and the xxh3-128 of what it sent), ``verify=readback`` (re-read and hash
+checks every part's CRC32 and the xxh3-128 of what it sent), ``verify=readback`` (re-read and hash
 the destination). The cost of a mode is how much longer it takes than the floor.
 """
 

@@ -191,7 +191,7 @@ class TransferConfig(_Strict):
     verify: Literal["auto", "readback", "stream"] = Field(
         default="auto",
         description="auto: the destination checks what it stores against the catalog digest (local tiers hash "
-                    "what they write; S3 has every request checked by its Content-MD5) and refuses a mismatch, "
+                    "what they write; S3 has every request checked by its CRC32 or MD5) and refuses a mismatch, "
                     "else the copy is read back; readback: always re-read the destination and hash it; "
                     "stream: trust the hash of the bytes sent and check the stored size",
     )

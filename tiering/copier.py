@@ -9,10 +9,11 @@ How the destination is verified (``verify``):
 
 * ``auto`` (the default): the destination backend is handed the catalog's xxh3-128 with the bytes and
   checks what it stores against it, refusing a body that does not match before anything is kept: a local
-  tier hashes what it writes; S3 hashes what it reads and sends every request's MD5 as ``Content-MD5``,
-  which the endpoint checks against what it received. No second request reads the copy back. Where that
-  check cannot be made (an endpoint that ignores ``Content-MD5``, a first registration with no digest yet),
-  the copy is read back as with ``readback``.
+  tier hashes what it writes; S3 hashes what it reads and sends every request's checksum
+  (``x-amz-checksum-crc32``, or ``Content-MD5`` where only that is checked), which the endpoint checks
+  against what it received. No second request reads the copy back. Where that check cannot be made (an
+  endpoint that checks neither, a first registration with no digest yet), the copy is read back as with
+  ``readback``.
 * ``readback``: re-read the destination and hash it.
 * ``stream``: trust the hash of the bytes sent and check only the stored size.
 

@@ -173,7 +173,7 @@ class PermanentBackendError(BackendError):
 
 
 class DigestRefused(PermanentBackendError):
-    """The store refused a write: the bytes it received do not hash to the MD5 sent with them."""
+    """The store refused a write: the bytes it received do not match the checksum sent with them."""
 
 
 class AccessDenied(PermanentBackendError):

@@ -301,7 +301,7 @@ def write_shard(
         stream.close()
     if stream.bytes_out != layout.size:
         raise CorruptedCopy(src.url, f"{dst.url}/{key}", f"{layout.size} bytes", f"{stream.bytes_out} bytes sent")
-    # a shard is too large to be buffered and checked by its MD5: ``auto`` reads it back
+    # a shard has no digest known before it is written, so the destination cannot check it: ``auto`` reads it back
     verify_shard(dst, key, layout, sources, label=label, readback=verify != "stream")
 
 

@@ -115,7 +115,7 @@ def test_move_to_the_same_tier_or_an_unknown_tier_is_refused(app: App, tmp_path:
 
 
 class _CannotCheckContent:
-    """A store that cannot check what it stores (as an S3 endpoint that ignores Content-MD5); ``put`` says so."""
+    """A store that cannot check what it stores (as an S3 endpoint that checks no request checksum); ``put`` says so."""
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner

@@ -409,7 +409,7 @@ def test_restore_of_an_object_that_is_not_archived_is_refused(moto_server: Any) 
 
 class FlippingProxy:
     """A TCP proxy to an S3 endpoint that inverts the first body byte of the next ``flips`` PUT requests:
-    bytes damaged on the wire, after the client computed their MD5."""
+    bytes damaged on the wire, after the client computed their checksum."""
 
     def __init__(self, upstream: str, flips: int) -> None:
         host, port = upstream.removeprefix("http://").split(":")
@@ -466,16 +466,21 @@ class FlippingProxy:
         self.listener.close()
 
 
+@pytest.mark.parametrize("checksums", [("crc32", "md5"), ("md5",)], ids=["crc32", "content-md5"])
 @pytest.mark.parametrize("size", [300_000, 11 * MiB], ids=["single-put", "multipart"])
-def test_bytes_damaged_on_the_wire_are_refused_by_the_endpoint_and_nothing_is_stored(bucket: Any, size: int) -> None:
+def test_bytes_damaged_on_the_wire_are_refused_by_the_endpoint_and_nothing_is_stored(
+    bucket: Any, size: int, checksums: tuple[str, ...],
+) -> None:
     data = os.urandom(size)
     proxy = FlippingProxy(bucket.server.endpoint, flips=0)
     via_proxy = S3Backend(bucket.name, "wire", endpoint_url=proxy.endpoint, retries=0, multipart_threshold=8 * MiB,
-                          part_size=5 * MiB, credentials=Credentials(bucket.server.access_key,
-                                                                     Secret(bucket.server.secret_key)))
+                          part_size=5 * MiB, request_checksums=checksums,
+                          credentials=Credentials(bucket.server.access_key, Secret(bucket.server.secret_key)))
     try:
-        # the probe (one write with a wrong Content-MD5) finds that SeaweedFS checks it; then a damaged body
+        # the probe (a write with a wrong checksum) finds that SeaweedFS checks the first one; then a damaged body
+        assert via_proxy.request_checksum is None
         assert via_proxy.put("first", io.BytesIO(b"ok"), size=2, content_xxh3=xxh3_bytes(b"ok")) is True
+        assert via_proxy.request_checksum == checksums[0]
         proxy.flips = 1
         with pytest.raises(DigestRefused):
             via_proxy.put("damaged", io.BytesIO(data), size=size, content_xxh3=xxh3_bytes(data))

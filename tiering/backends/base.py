@@ -85,11 +85,12 @@ class Backend(Protocol):
         ``size`` is a hint (bytes) that lets a backend choose a single request or multipart.
         ``content_xxh3`` is the xxh3-128 the body must hash to. A backend that can check what it stores
         against it does so and returns True: the local backends hash what they write; S3 hashes what it reads
-        from ``body`` and sends every request's MD5 as ``Content-MD5``, which the endpoint checks against
-        what it received (only where the endpoint enforces it, learnt once by a probe). A body that does not
-        hash to ``content_xxh3`` is refused with ``DigestRefused`` and nothing is stored (a multipart upload
-        is aborted). False means no such check was made (no ``content_xxh3``, an endpoint that ignores
-        ``Content-MD5``): the caller then verifies the copy some other way, such as reading it back.
+        from ``body`` and sends every request's checksum (CRC32, or MD5 as ``Content-MD5``), which the
+        endpoint checks against what it received (only where the endpoint enforces it, learnt once by a
+        probe). A body that does not hash to ``content_xxh3`` is refused with ``DigestRefused`` and nothing
+        is stored (a multipart upload is aborted). False means no such check was made (no ``content_xxh3``,
+        an endpoint that checks no request checksum): the caller then verifies the copy some other way,
+        such as reading it back.
         Raises ``InsufficientStorage`` when the destination is full, ``BackendError`` otherwise.
         """
         ...
