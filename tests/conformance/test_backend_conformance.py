@@ -44,9 +44,12 @@ def _memory(tmp_path: Path, request: pytest.FixtureRequest) -> Subject:
     return Subject(backend, "memory", lambda key: read_all(backend, key))
 
 
-def _file(tmp_path: Path, request: pytest.FixtureRequest) -> Subject:
-    backend = FileBackend(tmp_path / "tier")
-    return Subject(backend, "file", lambda key: Path(backend.locate(key).path).read_bytes())
+def _file(**options: Any) -> Callable[[Path, pytest.FixtureRequest], Subject]:
+    def make(tmp_path: Path, request: pytest.FixtureRequest) -> Subject:
+        backend = FileBackend(tmp_path / "tier", **options)
+        return Subject(backend, "file", lambda key: Path(backend.locate(key).path).read_bytes())
+
+    return make
 
 
 def _s3(**options: Any) -> Callable[[Path, pytest.FixtureRequest], Subject]:
@@ -88,7 +91,9 @@ def conformance_bucket(seaweed: Any) -> Iterator[str]:
 
 BACKENDS = [
     pytest.param(_memory, id="memory"),
-    pytest.param(_file, id="file"),
+    pytest.param(_file(), id="file"),
+    # metadata in sidecar files, as on a filesystem without user xattrs
+    pytest.param(_file(xattrs=False), id="file-sidecars"),
     pytest.param(_s3(), id="s3", marks=pytest.mark.server),
     pytest.param(
         _s3(multipart_threshold=1, part_size=PART, part_workers=2),

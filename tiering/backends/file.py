@@ -2,8 +2,10 @@
 
 Objects are plain files under ``root`` with their key as relative path, so training code can read them
 directly. A write goes to a temp file in the same directory, is fsynced, then renamed over the key:
-readers see the old or the new file, never a part. Metadata lives beside the tree in
-``root/.tiering-meta/<key>.json`` (POSIX mounts rarely keep xattrs across NFS/LTFS).
+readers see the old or the new file, never a part. Metadata travels with the file as one extended
+attribute (``user.tiering``, JSON), set on the temp file before the rename, so the two change together.
+Where the filesystem keeps no user xattrs (some NFS and FUSE mounts), metadata lives beside the tree in
+``root/.tiering-meta/<key>.json`` instead; reads look at both.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key, d
 from tiering.errors import BackendError, DigestRefused, InsufficientStorage, ObjectNotFound, PermanentBackendError
 
 META_DIR = ".tiering-meta"
+#: the extended attribute holding an object's metadata (JSON)
+META_XATTR = "user.tiering"
 TMP_PREFIX = ".tiering-tmp-"
+#: bytes per read from the body and per write
+CHUNK = 1024 * 1024
+_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+#: errors that mean "this filesystem keeps no user xattrs"
+_NO_XATTRS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES})
 #: temp names are the process id and a counter: unique on the host without a random draw per write
 _TMP_SEQ = itertools.count()
 
@@ -52,10 +61,22 @@ class _RangeReader:
 
 
 class FileBackend:
-    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True, xattrs: bool = True) -> None:
+        """``xattrs=False`` keeps metadata in sidecar files even where the filesystem has xattrs."""
         self.root = Path(root).resolve()
         self.url = self.root.as_uri()
         self._fsync = fsync
+        #: False once the filesystem refused a user xattr: metadata goes to sidecar files from then on
+        self._xattrs = xattrs and hasattr(os, "setxattr")
+        #: whether sidecar files may exist (so a write or delete must remove a stale one); learnt lazily
+        self._sidecars: bool | None = None
+
+    def _may_have_sidecars(self) -> bool:
+        """Whether the sidecar directory exists (looked at once; a sidecar we write sets it). Any writer on
+        this filesystem keeps xattrs or not, as we do, so none adds sidecars behind our back."""
+        if self._sidecars is None:
+            self._sidecars = (self.root / META_DIR).is_dir()
+        return self._sidecars
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -76,26 +97,29 @@ class FileBackend:
         tmp = path.parent / _tmp_name()
         hasher = xxhash.xxh3_128() if content_xxh3 is not None else None
         try:
-            with self._create(tmp) as out:
-                while True:
-                    chunk = body.read(1024 * 1024)
-                    if not chunk:
-                        break
-                    out.write(chunk)
+            fd = self._create(tmp)
+            try:
+                while chunk := body.read(CHUNK):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
                     if hasher is not None:
                         hasher.update(chunk)
                 if hasher is not None and hasher.hexdigest() != content_xxh3:
                     raise DigestRefused(f"{key}: the body does not hash to {content_xxh3}", backend=self.url, key=key)
-                out.flush()
+                in_xattr = self._set_xattr(fd, metadata) if metadata else False
                 if self._fsync:
-                    os.fsync(out.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             meta_path = self._meta_path(key)
-            if metadata:
+            if metadata and not in_xattr:
                 meta_path.parent.mkdir(parents=True, exist_ok=True)
                 meta_tmp = meta_path.parent / _tmp_name()
                 meta_tmp.write_text(json.dumps(dict(metadata), sort_keys=True))
                 os.replace(meta_tmp, meta_path)
-            else:
+                self._sidecars = True
+            elif self._may_have_sidecars():
                 with contextlib.suppress(FileNotFoundError):
                     meta_path.unlink()
             os.replace(tmp, path)
@@ -109,17 +133,33 @@ class FileBackend:
                 tmp.unlink()
             raise
 
+    def _set_xattr(self, fd: int, metadata: Mapping[str, str]) -> bool:
+        """Put ``metadata`` on the open file; False when it must go to a sidecar file instead."""
+        if not self._xattrs:
+            return False
+        try:
+            os.setxattr(fd, META_XATTR, json.dumps(dict(metadata), sort_keys=True).encode())
+        except OSError as exc:
+            if exc.errno in _NO_XATTRS:
+                self._xattrs = False
+            elif exc.errno not in (errno.E2BIG, errno.ENOSPC, errno.ERANGE):  # too large for an xattr here
+                raise
+            return False
+        return True
+
     @staticmethod
-    def _create(tmp: Path) -> BinaryIO:
-        """Open ``tmp`` for writing, creating its directory; a concurrent ``delete`` may prune an emptied
-        directory between the two steps, so that is tried again."""
+    def _create(tmp: Path) -> int:
+        """Create ``tmp`` for writing, and its directory when missing; a concurrent ``delete`` may prune an
+        emptied directory between the two steps, so that is tried again."""
         for attempt in range(5):
             try:
-                tmp.parent.mkdir(parents=True, exist_ok=True)
-                return open(tmp, "wb")  # noqa: SIM115 - the caller closes it
-            except (FileNotFoundError, FileExistsError):  # pruned under mkdir: it saw it, then it was gone
+                return os.open(tmp, _O_CREATE, 0o666)
+            except FileNotFoundError:
                 if attempt == 4:
                     raise
+            # pruned under mkdir (it saw the directory, then it was gone): the next round tries again
+            with contextlib.suppress(FileNotFoundError, FileExistsError):
+                tmp.parent.mkdir(parents=True, exist_ok=True)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _translate(self, exc: OSError, key: str) -> BackendError:
@@ -150,15 +190,24 @@ class FileBackend:
         return ObjectInfo(key=key, size=st.st_size, metadata=self._read_meta(key))
 
     def _read_meta(self, key: str) -> dict[str, str]:
-        try:
-            data = json.loads(self._meta_path(key).read_text())
-        except (OSError, ValueError):
+        raw: bytes | str | None = None
+        if self._xattrs:
+            with contextlib.suppress(OSError):
+                raw = os.getxattr(self._path(key), META_XATTR)
+        if raw is None and self._may_have_sidecars():
+            with contextlib.suppress(OSError):
+                raw = self._meta_path(key).read_text()
+        if raw is None:
             return {}
-        return {str(k): str(v) for k, v in data.items()}
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        for p in (path, self._meta_path(key)):
+        for p in (path, self._meta_path(key)) if self._may_have_sidecars() else (path,):
             try:
                 p.unlink()
             except FileNotFoundError:
