@@ -30,15 +30,17 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import itertools
 import logging
 import os
+import queue
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Generic, TypeVar, cast
 
 from sqlalchemy import Table, and_, delete, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -84,6 +86,64 @@ RECORD_SECONDS = 0.5
 MAX_STEP_ATTEMPTS = 3
 #: source copies deleted per catalog transaction after commit
 DELETE_BATCH = 4000
+
+
+_T = TypeVar("_T")
+
+
+class _Prefetched(Generic[_T]):
+    """Items of an iterator produced on a thread of their own, up to ``ahead`` in front of the consumer.
+
+    The copy loop's thread hands out copies and collects results; the catalog round trips of claiming the
+    next steps (~10 statements, slow while copy threads hold the GIL) run beside it instead of stalling it.
+    An exception of the producer is raised by the consumer's ``next``. :meth:`close` stops the producer
+    and waits for it, so nothing is claimed after it returns.
+    """
+
+    _END = object()
+
+    def __init__(self, make: Callable[[], Iterator[_T]], *, ahead: int, name: str) -> None:
+        self._queue: queue.Queue[tuple[object, BaseException | None]] = queue.Queue(maxsize=ahead)
+        self._closed = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._produce, args=(make,), name=name, daemon=True)
+        self._thread.start()
+
+    def _offer(self, entry: tuple[object, BaseException | None]) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self, make: Callable[[], Iterator[_T]]) -> None:
+        try:
+            for item in make():
+                if not self._offer((item, None)):
+                    return
+            self._offer((self._END, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, who raises it
+            self._offer((self._END, exc))
+
+    def __iter__(self) -> _Prefetched[_T]:
+        return self
+
+    def __next__(self) -> _T:
+        if self._finished:
+            raise StopIteration
+        item, exc = self._queue.get()
+        if item is self._END:
+            self._finished = True
+            if exc is not None:
+                raise exc
+            raise StopIteration
+        return cast(_T, item)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
 
 
 def new_worker_id() -> str:
@@ -395,13 +455,19 @@ class Executor:
         heartbeat.start()
         lease_lost = False
         verified: list[CopyResult] = []
+        items: _Prefetched[CopyItem] | None = None
         try:
             if dst_archive:
                 self._copy_shards(job_id, source, dst_backend, copier.verify, outcome, progress,
                                   internal_stop, stop)
-            items = self._claimed_items(job_id, src_tier_id, dst_tier_id, internal_stop, stop)
+            items = _Prefetched(
+                lambda: self._claimed_items(job_id, src_tier_id, dst_tier_id, internal_stop, stop),
+                ahead=CLAIM_BATCH, name=f"tiering-claim-{job_id}",
+            )
+            # claimed ahead but not handed out when a stop comes: back to planned (_release_unstarted)
+            handed = itertools.takewhile(lambda _: not (stop is not None and stop.is_set()), items)
             last_flush = time.monotonic()
-            for result in copier.copy_many(items, progress=progress, stop=internal_stop):
+            for result in copier.copy_many(handed, progress=progress, stop=internal_stop):
                 try:
                     if result.ok:
                         crash_point("after_copy")
@@ -421,6 +487,8 @@ class Executor:
             lease_lost = True
         finally:
             internal_stop.set()
+            if items is not None:
+                items.close()  # no claim runs after this: _release_unstarted below sees them all
             heartbeat.join(timeout=5)
             # copies already verified are recorded even when the loop ended early: their bytes are good
             try:
