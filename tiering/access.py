@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
 
 from sqlalchemy import bindparam, case, update
 from sqlalchemy.orm import Session
 
+from tiering.catalog.db import dialect_insert
 from tiering.catalog.models import AccessDaily, Dataset
 
 
@@ -29,16 +29,7 @@ def record_reads(
     rows = [{"dataset_id": ds, "day": day, "reads": n} for (ds, day), n in counts.items() if n > 0]
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
-    # the dialect modules load on first use: a command that records no read does not pay for them
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt: Any = pg_insert(AccessDaily)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(AccessDaily)
+    stmt = dialect_insert(session.get_bind().dialect.name, AccessDaily)
     stmt = stmt.on_conflict_do_update(
         index_elements=[AccessDaily.dataset_id, AccessDaily.day],
         set_={"reads": AccessDaily.reads + stmt.excluded.reads},

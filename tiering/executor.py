@@ -42,13 +42,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from tiering.app import App
 from tiering.backends.base import Backend, ReadStream, delete_keys
+from tiering.catalog.db import dialect_insert
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, MoveStep, Replica, Tier
 from tiering.catalog.states import (
+    TRUSTED_REPLICA_STATES,
     UNFINISHED_JOB_STATES,
     JobState,
     ReplicaState,
@@ -78,7 +80,7 @@ STEPS = cast(Table, MoveStep.__table__)
 REPLICAS = cast(Table, Replica.__table__)
 
 #: steps claimed per catalog round trip
-CLAIM_BATCH = 64
+CLAIM_BATCH = 128
 #: verified copies recorded per catalog transaction, or every RECORD_SECONDS, whichever comes first
 RECORD_BATCH = 128
 RECORD_SECONDS = 0.5
@@ -346,79 +348,73 @@ class Executor:
         return outcome
 
     def _claim(self, s: Session, job_id: int, dst_tier_id: int, limit: int) -> list[tuple[int, int, int, str]]:
-        """Claim up to ``limit`` claimable steps; returns (step_id, epoch, member_id, dst_key)."""
+        """Claim up to ``limit`` claimable steps; returns (step_id, epoch, member_id, dst_key) by step id."""
         now = self.app.now()
         until = now + dt.timedelta(seconds=self.transfer.lease_seconds)
+        # SQL leaves out what is surely not claimable, our own copies in flight (the claims run ahead of
+        # recording) and live leases of other hosts, so however many there are, the steps behind them are
+        # found; a live lease of another process on this host is claimable only if that process died
         stmt = (
-            select(MoveStep.id, MoveStep.epoch, MoveStep.lease_owner, MoveStep.lease_until)
+            select(STEPS.c.id, STEPS.c.epoch, STEPS.c.lease_owner, STEPS.c.lease_until)
             .where(
-                MoveStep.job_id == job_id,
-                MoveStep.state.in_([StepState.PLANNED, StepState.COPYING]),
-                MoveStep.dst_offset.is_(None),  # members packed into a shard are claimed by _claim_shard
+                STEPS.c.job_id == job_id,
+                STEPS.c.state.in_([StepState.PLANNED, StepState.COPYING]),
+                STEPS.c.dst_offset.is_(None),  # members packed into a shard are claimed by _claim_shard
+                or_(
+                    STEPS.c.state == StepState.PLANNED,
+                    STEPS.c.lease_owner.is_(None),
+                    STEPS.c.lease_until.is_(None),
+                    STEPS.c.lease_until < now,
+                    and_(STEPS.c.lease_owner != self.worker_id,
+                         STEPS.c.lease_owner.startswith(f"{socket.gethostname()}:", autoescape=True)),
+                ),
             )
-            .order_by(MoveStep.id)
-            .limit(limit * 4)
+            .order_by(STEPS.c.id)
+            .limit(limit * 2)
         )
         if self.app.catalog.dialect == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
         candidates = [
             (sid, epoch)
             for sid, epoch, owner, lease_until in s.execute(stmt)
-            # our own live leases are copies in flight: never claim them twice
             if owner is None or (owner != self.worker_id and (lease_until is None or lease_until < now
                                                               or lease_owner_is_dead(owner)))
         ][:limit]
         if not candidates:
             return []
         # one conditional UPDATE per distinct epoch (usually one): a step whose epoch moved on since the
-        # SELECT was claimed by someone else and is left alone
+        # SELECT was claimed by someone else and is left alone; RETURNING gives exactly the steps taken
         by_epoch: dict[int, list[int]] = {}
         for sid, epoch in candidates:
             by_epoch.setdefault(epoch, []).append(sid)
+        claimed: list[tuple[int, int, int, str]] = []
         for epoch, ids in by_epoch.items():
-            s.execute(
-                update(STEPS)
-                .where(STEPS.c.id.in_(ids), STEPS.c.epoch == epoch)
-                .values(
-                    state=StepState.COPYING, lease_owner=self.worker_id, lease_until=until, epoch=epoch + 1,
-                    attempts=STEPS.c.attempts + 1, updated_at=now,
+            claimed.extend(
+                (sid, ep, mid, key)
+                for sid, ep, mid, key in s.execute(
+                    update(STEPS)
+                    .where(STEPS.c.id.in_(ids), STEPS.c.epoch == epoch)
+                    .values(
+                        state=StepState.COPYING, lease_owner=self.worker_id, lease_until=until, epoch=epoch + 1,
+                        attempts=STEPS.c.attempts + 1, updated_at=now,
+                    )
+                    .returning(STEPS.c.id, STEPS.c.epoch, STEPS.c.member_id, STEPS.c.dst_key)
                 )
             )
-        wanted = {sid: epoch + 1 for sid, epoch in candidates}
-        claimed = [
-            (sid, ep, mid, key)
-            for sid, ep, mid, key, owner in s.execute(
-                select(STEPS.c.id, STEPS.c.epoch, STEPS.c.member_id, STEPS.c.dst_key, STEPS.c.lease_owner)
-                .where(STEPS.c.id.in_(list(wanted)))
-                .order_by(STEPS.c.id)
-            )
-            if owner == self.worker_id and wanted[sid] == ep
-        ]
         if not claimed:
             return []
-        # the destination replica row exists before the first byte is written: an abandoned attempt is findable
-        existing = set(
-            s.scalars(
-                select(Replica.member_id).where(
-                    Replica.tier_id == dst_tier_id, Replica.member_id.in_([c[2] for c in claimed])
-                )
-            )
-        )
-        new_rows = [
-            {"member_id": mid, "tier_id": dst_tier_id, "key": key, "state": ReplicaState.COPYING}
-            for _, _, mid, key in claimed
-            if mid not in existing
-        ]
-        if new_rows:
-            s.execute(insert(Replica), new_rows)
+        claimed.sort()
+        # the destination replica row exists before the first byte is written: an abandoned attempt is
+        # findable. One upsert: new rows are inserted, existing ones (not live) go back to copying.
+        upsert = dialect_insert(self.app.catalog.dialect, REPLICAS)
         s.execute(
-            update(Replica)
-            .where(
-                Replica.tier_id == dst_tier_id,
-                Replica.member_id.in_([c[2] for c in claimed]),
-                Replica.state != ReplicaState.LIVE,
-            )
-            .values(state=ReplicaState.COPYING, verified_at=None)
+            upsert.on_conflict_do_update(
+                index_elements=[REPLICAS.c.member_id, REPLICAS.c.tier_id],
+                set_={"state": ReplicaState.COPYING, "verified_at": None},
+                where=REPLICAS.c.state != ReplicaState.LIVE,
+            ),
+            [{"member_id": mid, "tier_id": dst_tier_id, "key": key, "state": ReplicaState.COPYING}
+             for _, _, mid, key in claimed],
         )
         return claimed
 
@@ -515,36 +511,27 @@ class Executor:
                 claimed = self._claim(s, job_id, dst_tier_id, CLAIM_BATCH)
                 if not claimed:
                     return
+                # each member with its copy on the source tier: the key only if that copy is trusted
                 members = {
-                    m.id: m
-                    for m in s.scalars(select(Member).where(Member.id.in_([c[2] for c in claimed])))
+                    mid: (path, size, xxh3, key if state in TRUSTED_REPLICA_STATES else None, offset)
+                    for mid, path, size, xxh3, key, state, offset in s.execute(
+                        select(Member.id, Member.path, Member.size, Member.xxh3, REPLICAS.c.key, REPLICAS.c.state,
+                               REPLICAS.c.shard_offset)
+                        .outerjoin(REPLICAS, and_(REPLICAS.c.member_id == Member.id,
+                                                  REPLICAS.c.tier_id == src_tier_id))
+                        .where(Member.id.in_([c[2] for c in claimed]))
+                    )
                 }
-                src_keys = dict(
-                    s.execute(
-                        select(Replica.member_id, Replica.key).where(
-                            Replica.tier_id == src_tier_id,
-                            Replica.member_id.in_(list(members)),
-                            Replica.state.in_([ReplicaState.LIVE, ReplicaState.VERIFIED]),
-                        )
-                    ).all()
-                )
-                src_offsets = dict(
-                    s.execute(
-                        select(Replica.member_id, Replica.shard_offset).where(
-                            Replica.tier_id == src_tier_id, Replica.member_id.in_(list(members))
-                        )
-                    ).all()
-                )
             for sid, epoch, mid, dst_key in claimed:
                 if stop is not None and stop.is_set():
                     return  # claimed steps not handed out yet go back to planned (_release_unstarted)
-                m = members[mid]
-                if mid not in src_keys:
-                    raise BackendError(f"member {m.path} has no live copy on the source tier")
+                path, size, xxh3, src_key, src_offset = members[mid]
+                if src_key is None:
+                    raise BackendError(f"member {path} has no live copy on the source tier")
                 self._epochs[sid] = epoch
                 yield CopyItem(
-                    src_key=src_keys[mid], dst_key=dst_key, size=m.size, expected_xxh3=m.xxh3, ref=sid,
-                    src_offset=src_offsets.get(mid) or 0,
+                    src_key=src_key, dst_key=dst_key, size=size, expected_xxh3=xxh3, ref=sid,
+                    src_offset=src_offset or 0,
                 )
 
     def _record_verified(self, batch: list[CopyResult], dst_tier_id: int, outcome: JobOutcome) -> None:
@@ -558,30 +545,29 @@ class Executor:
         copied_before = outcome.copied
         wanted = {r.item.ref: self._epochs.get(r.item.ref, -1) for r in batch}
         now = self.app.now()
+        by_epoch: dict[int, list[int]] = {}
+        for sid, epoch in wanted.items():
+            by_epoch.setdefault(epoch, []).append(sid)
         with self.app.catalog.session() as s:
-            stmt = select(STEPS.c.id, STEPS.c.epoch, STEPS.c.lease_owner, STEPS.c.member_id).where(
-                STEPS.c.id.in_(list(wanted))
-            )
-            if self.app.catalog.dialect == "postgresql":
-                stmt = stmt.with_for_update()
-            ours = [
-                (sid, mid) for sid, epoch, owner, mid in s.execute(stmt)
-                if owner == self.worker_id and wanted[sid] == epoch
-            ]
-            if ours:
-                s.execute(
+            # conditional on owner and epoch: RETURNING names the steps that were still ours
+            ours: dict[int, int] = {}
+            for epoch, ids in by_epoch.items():
+                for sid, mid in s.execute(
                     update(STEPS)
-                    .where(STEPS.c.id.in_([sid for sid, _ in ours]))
+                    .where(STEPS.c.id.in_(ids), STEPS.c.epoch == epoch, STEPS.c.lease_owner == self.worker_id)
                     .values(state=StepState.VERIFIED, lease_owner=None, lease_until=None, last_error=None,
                             updated_at=now)
-                )
+                    .returning(STEPS.c.id, STEPS.c.member_id)
+                ):
+                    ours[sid] = mid
+            if ours:
                 s.execute(
                     update(REPLICAS)
-                    .where(REPLICAS.c.tier_id == dst_tier_id, REPLICAS.c.member_id.in_([mid for _, mid in ours]))
+                    .where(REPLICAS.c.tier_id == dst_tier_id, REPLICAS.c.member_id.in_(list(ours.values())))
                     .values(state=ReplicaState.VERIFIED, verified_at=now)
                 )
         outcome.copied += len(ours)
-        lost = [sid for sid in wanted if sid not in {o[0] for o in ours}]
+        lost = [sid for sid in wanted if sid not in ours]
         batch.clear()
         if copied_before == 0 and outcome.copied > 0:
             crash_point("after_verify")

@@ -22,6 +22,20 @@ if TYPE_CHECKING:
 SCHEMA_HEAD = "0001"
 
 
+def dialect_insert(dialect: str, table: Any) -> Any:
+    """An INSERT of ``table`` that can take ``on_conflict_do_update`` on this dialect (SQLite or PostgreSQL).
+
+    The dialect modules load on first use: a command that upserts nothing does not pay for them.
+    """
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
+
+
 def redact_url(url: str) -> str:
     """The catalog URL with any password hidden, for messages and logs."""
     try:
