@@ -114,6 +114,18 @@ class ServerCPU:
     def now(self) -> float:
         return sum(r() for r in self._readers)
 
+    def settle(self, *, window: float = 0.25, busy: float = 0.05, limit: float = 10.0) -> None:
+        """Wait (at most ``limit`` s) until the servers spend under ``busy`` of a core over ``window`` s, so a
+        run is not charged for work the previous one left behind (Go's GC, volume bookkeeping)."""
+        deadline = time.monotonic() + limit
+        before = self.now()
+        while time.monotonic() < deadline:
+            time.sleep(window)
+            after = self.now()
+            if after - before < busy * window:
+                return
+            before = after
+
 
 def run_timed(
     argv: Sequence[str] | str,
@@ -127,6 +139,10 @@ def run_timed(
     if isinstance(argv, str):
         argv = ["bash", "-o", "pipefail", "-c", argv]
     out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-out-{os.getpid()}-{random.getrandbits(32):08x}"
+    # every run starts alike: the previous run's dirty pages written out, the servers idle
+    os.sync()
+    if servers:
+        servers.settle()
     server_before = servers.now() if servers else 0.0
     started = time.monotonic()
     with open(out_path, "wb") as out, open(str(out_path) + ".err", "wb") as err:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from sqlalchemy import func, insert, select
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from tiering.access import record_read
 from tiering.app import App
-from tiering.backends.base import Backend, Location
+from tiering.backends.base import Backend, Location, ReadStream
 from tiering.backends.file import FileBackend
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, Replica, Tier
 from tiering.catalog.states import TRUSTED_REPLICA_STATES, ReplicaState
@@ -119,16 +119,60 @@ def _scan_local(source: Path) -> tuple[FileBackend, list[_SourceFile]]:
     return FileBackend(root, fsync=False), files
 
 
-def _hash_all(backend: Backend, files: list[_SourceFile], workers: int) -> dict[str, Digests]:
+#: registering local files keeps the bytes the hashing pass read of files up to this size for the upload
+#: (one read of each instead of two, and the bytes sent are the bytes hashed), up to PRELOAD_BYTES in all
+PRELOAD_FILE_MAX = 1024 * 1024
+PRELOAD_BYTES = 256 * 1024 * 1024
+
+
+class _Preloaded:
+    """A registration's local source that hands out the bytes the hashing pass kept, once each; anything
+    else (a file not kept, a second read, a range) is read from ``inner``."""
+
+    def __init__(self, inner: Backend, kept: dict[str, bytes]) -> None:
+        self._inner = inner
+        self._kept = kept
+        self.url = inner.url
+
+    def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> ReadStream:
+        data = self._kept.pop(key, None)  # atomic: a copy thread takes it once, and the memory goes with it
+        if data is None or offset:
+            return self._inner.open_read(key, offset=offset, length=length)
+        return io.BytesIO(data if length is None else data[:length])
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def _hash_all(
+    backend: Backend, files: list[_SourceFile], workers: int, *, keep: bool = False,
+) -> tuple[dict[str, Digests], dict[str, bytes]]:
+    """Digests of every file (by member path) and, with ``keep``, the bytes of small files (by key)."""
+    kept: dict[str, bytes] = {}
+    budget = [PRELOAD_BYTES if keep else 0]
+    lock = threading.Lock()
+
     def one(f: _SourceFile) -> tuple[str, Digests]:
+        take = False
+        if f.size <= PRELOAD_FILE_MAX:
+            with lock:
+                if budget[0] >= f.size:
+                    budget[0] -= f.size
+                    take = True
         stream = backend.open_read(f.key)
         try:
-            return f.path, hash_stream(stream, md5=False)
+            if not take:
+                return f.path, hash_stream(stream, md5=False)
+            data = stream.read()
         finally:
             stream.close()
+        digests = Digests()
+        digests.update(data)
+        kept[f.key] = data
+        return f.path, digests
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(pool.map(one, files))
+        return dict(pool.map(one, files)), kept
 
 
 def register(
@@ -178,7 +222,7 @@ def register(
         src_backend, files = _scan_local(Path(source).expanduser())
         rel_prefix = ""
     workers = app.config.transfer.workers
-    digests = _hash_all(src_backend, files, workers)
+    digests, kept = _hash_all(src_backend, files, workers, keep=not adopt)
     content = content_digest((f.path, f.size, digests[f.path].xxh3) for f in files)
     total = sum(f.size for f in files)
     label = f"{name}@{version}"
@@ -211,7 +255,8 @@ def register(
     if not adopt:
         if progress is not None:
             progress.total_bytes, progress.total_objects = total, len(files)
-        copier = Copier(src_backend, dst_backend, workers=workers, verify=app.config.transfer.verify)
+        copy_from = cast(Backend, _Preloaded(src_backend, kept)) if kept else src_backend
+        copier = Copier(copy_from, dst_backend, workers=workers, verify=app.config.transfer.verify)
         items = (
             CopyItem(src_key=f.key, dst_key=prefix + f.path, size=f.size, expected_xxh3=digests[f.path].xxh3)
             for f in files

@@ -22,6 +22,7 @@ from tiering.errors import (
     InvalidName,
     MoveInProgress,
     PathNotFound,
+    SourceChanged,
     TierNotFound,
     UsageError,
 )
@@ -243,3 +244,41 @@ def test_adopt_registers_files_in_place_without_copying(tmp_path: Path) -> None:
 def test_adopting_a_url_outside_every_tier_is_refused(app: App, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not inside any configured tier"):
         jobs.register(app, "file:///somewhere/else/", name="x", version="1", adopt=True)
+
+
+class ChangesFilesBeforeUpload(jobs.Progress):
+    """Rewrites files on disk once hashing is done and the upload is about to start (when the totals are set)."""
+
+    def __init__(self, changes: dict[Path, bytes]) -> None:
+        super().__init__()
+        self.changes = changes
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "total_objects" and value:
+            for path, data in self.changes.items():
+                path.write_bytes(data)
+
+
+def test_a_small_file_is_uploaded_from_the_bytes_that_were_hashed_and_a_large_one_changed_is_refused(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "small.bin").write_bytes(b"s" * 1000)
+    monkeypatch.setattr(jobs, "PRELOAD_FILE_MAX", 1000)  # "large" is just past it
+    (src / "large.bin").write_bytes(b"L" * 1001)
+    # the small file is read once, so its later change is not seen: the copy is the registered content
+    result = jobs.register(app, str(src), name="d", version="1", tier="hot",
+                           progress=ChangesFilesBeforeUpload({src / "small.bin": b"changed"}))
+    assert result.members == 2
+    hot = app.backend("hot")
+    assert read_all(hot, "dataset/d/1/small.bin") == b"s" * 1000
+    assert hot.head("dataset/d/1/small.bin").metadata["xxh3-128"] == xxh3_bytes(b"s" * 1000)
+    assert check_invariant(app).problems == []
+    # a file above the size kept in memory is read again for the upload: a change is caught, nothing is kept
+    with pytest.raises(SourceChanged):
+        jobs.register(app, str(src), name="d", version="2", tier="hot",
+                      progress=ChangesFilesBeforeUpload({src / "large.bin": b"M" * 1001}))
+    assert [i.key for i in hot.list("dataset/d/2/")] == []
+    assert check_invariant(app).problems == []
