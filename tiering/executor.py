@@ -429,14 +429,19 @@ class Executor:
     ) -> str:
         src_backend = self.app.backend(src_name)
         dst_backend = self.app.backend(dst_name)
-        # a previous attempt killed mid-upload may have left an unfinished multipart upload
         with self.app.catalog.session() as s:
             job = s.get_one(MoveJob, job_id)
             ds = s.get_one(Dataset, job.dataset_id)
             src_tier_id, dst_tier_id = job.src_tier_id, job.dst_tier_id
             prefix = dataset_prefix(ds.kind, ds.name, ds.version)
-        with contextlib.suppress(TieringError):
-            dst_backend.abort_incomplete(prefix)
+            attempted = s.scalar(
+                select(MoveStep.id).where(MoveStep.job_id == job_id, MoveStep.attempts > 0).limit(1)
+            ) is not None
+        # a previous attempt killed mid-upload may have left an unfinished multipart upload (a job no step of
+        # which was ever claimed has had no attempt: nothing to look for)
+        if attempted:
+            with contextlib.suppress(TieringError):
+                dst_backend.abort_incomplete(prefix)
         source: Backend = _CrashingSource(src_backend) if crash_armed("during_copy") else src_backend  # type: ignore[assignment]
         dst_archive = self.app.config.tier(dst_name).archive
         copier = Copier(
