@@ -1,3 +1,3 @@
-from tiering.cli import main
+from tiering.cli import entry
 
-main()
+entry()
