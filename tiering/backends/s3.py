@@ -199,6 +199,8 @@ class S3ReadStream:
 DELETE_OBJECTS_MAX = 1000
 #: DeleteObjects requests at once
 DELETE_REQUESTS = 4
+#: the fewest keys a DeleteObjects request is given when a batch is spread over DELETE_REQUESTS requests
+DELETE_SPREAD_MIN = 100
 #: single deletes at once where DeleteObjects is not supported
 SINGLE_DELETE_STREAMS = 8
 _DIGEST_CODES: Final = frozenset({"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch"})
@@ -820,8 +822,10 @@ class S3Backend:
 
     def delete_many(self, keys: Sequence[str]) -> dict[str, BackendError]:
         """DeleteObjects, up to 1,000 keys per request and ``DELETE_REQUESTS`` requests at once (a server
-        spends ~0.3 ms per key); an endpoint without DeleteObjects gets parallel single deletes."""
-        chunks = [list(keys[i:i + DELETE_OBJECTS_MAX]) for i in range(0, len(keys), DELETE_OBJECTS_MAX)]
+        spends ~0.2 ms per key, one key after another within a request: fewer keys are spread over all
+        the requests); an endpoint without DeleteObjects gets parallel single deletes."""
+        per = min(DELETE_OBJECTS_MAX, max(DELETE_SPREAD_MIN, -(-len(keys) // DELETE_REQUESTS)))
+        chunks = [list(keys[i:i + per]) for i in range(0, len(keys), per)]
         failed: dict[str, BackendError] = {}
         if len(chunks) == 1:
             return self._delete_chunk(chunks[0])
