@@ -144,35 +144,55 @@ class _Preloaded:
         return getattr(self._inner, name)
 
 
+#: a hashing task reads files until it holds this many, or HASH_TASK_BYTES (one future per small file
+#: would cost more than reading it)
+HASH_TASK_FILES = 64
+HASH_TASK_BYTES = 8 * 1024 * 1024
+#: threads of the hashing pass at most: a read from the page cache and its hash take ~10 us per 16 KiB
+#: file, and more threads only fight over the GIL (5,000 x 16 KiB: 0.08 s on one thread, 0.29 s on 32;
+#: 1,000 x 1 MiB: 0.05 s on 2-4, 0.13 s on 32); a few still overlap the reads of a slower source
+HASH_THREADS = 4
+
+
 def _hash_all(
     backend: Backend, files: list[_SourceFile], workers: int, *, keep: bool = False,
 ) -> tuple[dict[str, Digests], dict[str, bytes]]:
     """Digests of every file (by member path) and, with ``keep``, the bytes of small files (by key)."""
     kept: dict[str, bytes] = {}
-    budget = [PRELOAD_BYTES if keep else 0]
-    lock = threading.Lock()
+    budget = PRELOAD_BYTES if keep else 0
+    tasks: list[list[tuple[_SourceFile, bool]]] = [[]]
+    task_bytes = 0
+    for f in files:
+        take = f.size <= PRELOAD_FILE_MAX and f.size <= budget
+        if take:
+            budget -= f.size
+        if len(tasks[-1]) >= HASH_TASK_FILES or (tasks[-1] and task_bytes + f.size > HASH_TASK_BYTES):
+            tasks.append([])
+            task_bytes = 0
+        tasks[-1].append((f, take))
+        task_bytes += f.size
 
-    def one(f: _SourceFile) -> tuple[str, Digests]:
-        take = False
-        if f.size <= PRELOAD_FILE_MAX:
-            with lock:
-                if budget[0] >= f.size:
-                    budget[0] -= f.size
-                    take = True
+    def one(f: _SourceFile, take: bool) -> Digests:
         stream = backend.open_read(f.key)
         try:
             if not take:
-                return f.path, hash_stream(stream, md5=False)
+                return hash_stream(stream, md5=False)
             data = stream.read()
         finally:
             stream.close()
         digests = Digests()
         digests.update(data)
         kept[f.key] = data
-        return f.path, digests
+        return digests
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(pool.map(one, files)), kept
+    def task(batch: list[tuple[_SourceFile, bool]]) -> list[tuple[str, Digests]]:
+        return [(f.path, one(f, take)) for f, take in batch]
+
+    digests: dict[str, Digests] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, HASH_THREADS))) as pool:
+        for done in pool.map(task, tasks):
+            digests.update(done)
+    return digests, kept
 
 
 def register(
