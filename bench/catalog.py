@@ -304,7 +304,7 @@ def make_access_log(path: Path, lines: int, datasets: int, *, seed: int = 11) ->
 
 
 def run_ingest(size_name: str, lines_arg: int | None, workdir: Path | None) -> dict[str, Any]:
-    lines = lines_arg if lines_arg else INGEST_LINES[size_name]
+    lines = lines_arg if lines_arg is not None else INGEST_LINES[size_name]
     if lines <= 0:
         return {"skipped": "0 lines", "lines": ["skipped: 0 lines"]}
     root = Path(tempfile.mkdtemp(prefix="tiering-bench-ingest-", dir=workdir))

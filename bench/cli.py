@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", type=Path, default=None, help="write the table as Markdown here")
     p.add_argument("--workdir", type=Path, default=None, help="where servers and data live (default: TMPDIR)")
     p.add_argument("--plan-sizes", default=None, help="datasets for plan, e.g. 100000,1000000")
-    p.add_argument("--ingest-lines", type=int, default=None, help="log lines for ingest")
+    p.add_argument("--ingest-lines", type=int, default=None, help="log lines for ingest (0 skips it)")
     p.add_argument("--hash-bytes", type=int, default=None, help="bytes for the hashing benchmark")
     p.add_argument("--postgres", default=os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"),
                    help="an admin libpq URL; plan makes its own database there ('' to skip PostgreSQL)")
