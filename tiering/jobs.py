@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from tiering.access import record_read
 from tiering.app import App
-from tiering.backends.base import Backend, Location, ReadStream
+from tiering.backends.base import Backend, Location, ReadStream, read_up_to
 from tiering.backends.file import FileBackend
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, Replica, Tier
 from tiering.catalog.states import TRUSTED_REPLICA_STATES, ReplicaState
@@ -157,7 +157,9 @@ HASH_THREADS = 4
 def _hash_all(
     backend: Backend, files: list[_SourceFile], workers: int, *, keep: bool = False,
 ) -> tuple[dict[str, Digests], dict[str, bytes]]:
-    """Digests of every file (by member path) and, with ``keep``, the bytes of small files (by key)."""
+    """Digests of every file (by member path) and, with ``keep`` (local files), the bytes of small files (by
+    key). Local files are read on at most HASH_THREADS threads; objects on a tier (adopting) on ``workers``,
+    as each read waits for a server."""
     kept: dict[str, bytes] = {}
     budget = PRELOAD_BYTES if keep else 0
     tasks: list[list[tuple[_SourceFile, bool]]] = [[]]
@@ -177,11 +179,15 @@ def _hash_all(
         try:
             if not take:
                 return hash_stream(stream, md5=False)
-            data = stream.read()
+            data = read_up_to(stream, f.size + 1)
+            digests = Digests()
+            digests.update(data)
+            if len(data) > f.size:  # it grew since the scan: hash it all, keep nothing (the copy will see it)
+                while chunk := stream.read(CHUNK_SIZE):
+                    digests.update(chunk)
+                return digests
         finally:
             stream.close()
-        digests = Digests()
-        digests.update(data)
         kept[f.key] = data
         return digests
 
@@ -189,7 +195,7 @@ def _hash_all(
         return [(f.path, one(f, take)) for f, take in batch]
 
     digests: dict[str, Digests] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, HASH_THREADS))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, HASH_THREADS) if keep else workers)) as pool:
         for done in pool.map(task, tasks):
             digests.update(done)
     return digests, kept
