@@ -38,7 +38,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar, cast
 
@@ -146,6 +146,14 @@ class _Prefetched(Generic[_T]):
     def close(self) -> None:
         self._closed.set()
         self._thread.join()
+
+
+def _by_epoch(steps: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+    """Step ids of (step id, epoch) pairs grouped by epoch: one conditional UPDATE per epoch (usually one)."""
+    groups: dict[int, list[int]] = {}
+    for sid, epoch in steps:
+        groups.setdefault(epoch, []).append(sid)
+    return groups
 
 
 def new_worker_id() -> str:
@@ -382,13 +390,10 @@ class Executor:
         ][:limit]
         if not candidates:
             return []
-        # one conditional UPDATE per distinct epoch (usually one): a step whose epoch moved on since the
-        # SELECT was claimed by someone else and is left alone; RETURNING gives exactly the steps taken
-        by_epoch: dict[int, list[int]] = {}
-        for sid, epoch in candidates:
-            by_epoch.setdefault(epoch, []).append(sid)
+        # a step whose epoch moved on since the SELECT was claimed by someone else and is left alone;
+        # RETURNING gives exactly the steps taken
         claimed: list[tuple[int, int, int, str]] = []
-        for epoch, ids in by_epoch.items():
+        for epoch, ids in _by_epoch(candidates).items():
             claimed.extend(
                 (sid, ep, mid, key)
                 for sid, ep, mid, key in s.execute(
@@ -550,13 +555,10 @@ class Executor:
         copied_before = outcome.copied
         wanted = {r.item.ref: self._epochs.get(r.item.ref, -1) for r in batch}
         now = self.app.now()
-        by_epoch: dict[int, list[int]] = {}
-        for sid, epoch in wanted.items():
-            by_epoch.setdefault(epoch, []).append(sid)
         with self.app.catalog.session() as s:
             # conditional on owner and epoch: RETURNING names the steps that were still ours
             ours: dict[int, int] = {}
-            for epoch, ids in by_epoch.items():
+            for epoch, ids in _by_epoch(wanted.items()).items():
                 for sid, mid in s.execute(
                     update(STEPS)
                     .where(STEPS.c.id.in_(ids), STEPS.c.epoch == epoch, STEPS.c.lease_owner == self.worker_id)

@@ -155,20 +155,23 @@ HASH_THREADS = 4
 
 
 def _hash_all(
-    backend: Backend, files: list[_SourceFile], workers: int, *, keep: bool = False,
+    backend: Backend, files: list[_SourceFile], workers: int, *, local: bool,
 ) -> tuple[dict[str, Digests], dict[str, bytes]]:
-    """Digests of every file (by member path) and, with ``keep`` (local files), the bytes of small files (by
-    key). Local files are read on at most HASH_THREADS threads; objects on a tier (adopting) on ``workers``,
-    as each read waits for a server."""
+    """Digests of every file (by member path) and, for ``local`` files, the bytes of the small ones (by key).
+
+    Local files are read on at most HASH_THREADS threads, several per task; objects on a tier (adopting)
+    one per task on ``workers`` threads, as each read waits for a server.
+    """
     kept: dict[str, bytes] = {}
-    budget = PRELOAD_BYTES if keep else 0
+    budget = PRELOAD_BYTES if local else 0
+    per_task = HASH_TASK_FILES if local else 1
     tasks: list[list[tuple[_SourceFile, bool]]] = [[]]
     task_bytes = 0
     for f in files:
         take = f.size <= PRELOAD_FILE_MAX and f.size <= budget
         if take:
             budget -= f.size
-        if len(tasks[-1]) >= HASH_TASK_FILES or (tasks[-1] and task_bytes + f.size > HASH_TASK_BYTES):
+        if len(tasks[-1]) >= per_task or (tasks[-1] and task_bytes + f.size > HASH_TASK_BYTES):
             tasks.append([])
             task_bytes = 0
         tasks[-1].append((f, take))
@@ -195,7 +198,7 @@ def _hash_all(
         return [(f.path, one(f, take)) for f, take in batch]
 
     digests: dict[str, Digests] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, HASH_THREADS) if keep else workers)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, HASH_THREADS) if local else workers)) as pool:
         for done in pool.map(task, tasks):
             digests.update(done)
     return digests, kept
@@ -248,7 +251,7 @@ def register(
         src_backend, files = _scan_local(Path(source).expanduser())
         rel_prefix = ""
     workers = app.config.transfer.workers
-    digests, kept = _hash_all(src_backend, files, workers, keep=not adopt)
+    digests, kept = _hash_all(src_backend, files, workers, local=not adopt)
     content = content_digest((f.path, f.size, digests[f.path].xxh3) for f in files)
     total = sum(f.size for f in files)
     label = f"{name}@{version}"
