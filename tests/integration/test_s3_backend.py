@@ -495,3 +495,79 @@ def test_bytes_damaged_on_the_wire_are_refused_by_the_endpoint_and_nothing_is_st
     finally:
         via_proxy.close()
         proxy.close()
+
+
+# -- the lean path carries the hot operations without botocore -------------------------------------
+
+
+def test_delete_many_is_signed_on_the_lean_path_and_escapes_keys_in_its_xml(seaweed_auth: Any) -> None:
+    """DeleteObjects goes out on the lean path (no botocore client is ever made), signed so that an endpoint
+    checking signatures accepts it, with keys that need XML escaping deleted and the others kept."""
+    backend = backend_for(seaweed_auth, f"lean-del-{uuid.uuid4().hex[:8]}", "tier")
+    backend.ensure_bucket()
+    backend.close()  # ensure_bucket made a botocore client; a fresh backend starts without one
+    backend = backend_for(seaweed_auth, backend.bucket, "tier")
+    odd = ["a&b.bin", "x<y>z.bin", "quote\"'.bin", "sp ace/ü.bin"]
+    plain = [f"many/{i:03d}" for i in range(250)]
+    kept = ["kept/one", "kept/a&b"]
+    for key in [*odd, *plain, *kept]:
+        backend.put(key, io.BytesIO(key.encode()), size=len(key.encode()))
+    assert backend.delete_many([*odd, *plain, "never-written"]) == {}
+    assert backend._client_obj is None  # nothing fell back to botocore (listing, below, does use it)
+    assert [o.key for o in backend.list()] == sorted(kept)
+    assert read_all(backend, "kept/a&b") == b"kept/a&b"
+
+
+def read_all(backend: S3Backend, key: str) -> bytes:
+    stream = backend.open_read(key)
+    try:
+        return stream.read()
+    finally:
+        stream.close()
+
+
+def test_delete_objects_answers_are_read_per_key_and_an_error_document_is_an_error() -> None:
+    from tiering.backends.s3 import _delete_objects_errors
+
+    ns = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
+    answer = (f'<?xml version="1.0" encoding="UTF-8"?><DeleteResult {ns}><Deleted><Key>p/ok</Key></Deleted>'
+              "<Error><Key>p/a&amp;b</Key><Code>AccessDenied</Code><Message>no</Message></Error>"
+              "<Error><Key>p/gone</Key><Code>NoSuchKey</Code><Message></Message></Error></DeleteResult>").encode()
+    seen: list[Any] = []
+
+    def translate(exc: Exception, *, op: str, key: str) -> BackendError:
+        seen.append(exc)
+        return PermanentBackendError(str(exc), backend="s3://b", key=key)
+
+    assert _delete_objects_errors(answer, translate) == [("p/a&b", "AccessDenied", "no"), ("p/gone", "NoSuchKey", "")]
+    assert _delete_objects_errors(b"<DeleteResult/>", translate) == []
+    with pytest.raises(PermanentBackendError):
+        _delete_objects_errors(b"<Error><Code>SlowDown</Code><Message>later</Message></Error>", translate)
+    assert seen[-1].response["Error"]["Code"] == "SlowDown"
+    with pytest.raises(PermanentBackendError):
+        _delete_objects_errors(b"<html>not xml", translate)
+
+
+def test_reads_writes_and_deletes_with_static_keys_never_load_boto3(bucket: Any) -> None:
+    """boto3 and botocore's client machinery cost ~0.2 s of imports per command: the operations a copy,
+    a restore and a source delete make never load them when the tier has static keys."""
+    script = f"""
+import io, sys
+from tiering.backends.s3 import S3Backend
+from tiering.config import Credentials, Secret
+b = S3Backend({bucket.name!r}, "noboto", endpoint_url={bucket.endpoint!r},
+              credentials=Credentials({bucket.server.access_key!r}, Secret({bucket.server.secret_key!r})))
+b.put("k/1", io.BytesIO(b"hello"), size=5, content_xxh3=None)
+s = b.open_read("k/1"); assert s.read() == b"hello"; s.close()
+assert b.head("k/1").size == 5
+assert b.delete_many(["k/1", "k/2"]) == dict()
+b.delete("k/3")
+print("boto3" in sys.modules, "botocore.client" in sys.modules)
+"""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]

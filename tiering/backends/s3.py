@@ -44,14 +44,14 @@ import re
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, BinaryIO, Final
 from urllib.parse import urlparse
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape as xml_escape
 
-import boto3
 import xxhash
-from botocore.config import Config as BotocoreConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -95,6 +95,7 @@ MAX_SINGLE_PUT: Final = 5 * 2**30
 ARCHIVE_CLASSES: Final = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
 _NOT_FOUND_CODES: Final = frozenset({"NoSuchKey", "404", "NotFound"})
+_S3_XMLNS: Final = "http://s3.amazonaws.com/doc/2006-03-01/"
 _DENIED_CODES: Final = frozenset({
     "AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
     "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem",
@@ -112,8 +113,9 @@ _ONGOING_RE: Final = re.compile(r'ongoing-request\s*=\s*"(true|false)"', re.IGNO
 # Building a client from a new boto3 Session re-parses botocore's S3 model (~0.2 s of CPU here); clients
 # made from one Session share the parsed model. Credentials are given per client, never kept on the
 # Session, so backends with different keys share nothing but the model. Session.client() is not
-# thread-safe: the lock serialises client creation (once per backend).
-_shared_session: boto3.session.Session | None = None
+# thread-safe: the lock serialises client creation (once per backend). boto3 itself (and botocore's
+# client machinery, ~0.2 s of imports) is loaded only then: the lean path with static keys never needs it.
+_shared_session: Any = None
 _shared_session_lock = threading.Lock()
 
 #: returned by ``_lean`` when botocore must make the request instead
@@ -141,6 +143,42 @@ def _checksum_args(headers: Mapping[str, str]) -> dict[str, str]:
 
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _delete_objects_xml(keys: Iterable[str]) -> bytes:
+    """The body of a quiet DeleteObjects request for ``keys`` (full object keys)."""
+    objects = "".join(f"<Object><Key>{xml_escape(k)}</Key></Object>" for k in keys)
+    return (f'<?xml version="1.0" encoding="UTF-8"?><Delete xmlns="{_S3_XMLNS}"><Quiet>true</Quiet>'
+            f"{objects}</Delete>").encode()
+
+
+def _delete_objects_errors(
+    document: bytes, translate: Callable[..., BackendError]
+) -> list[tuple[str, str, str]]:
+    """(key, code, message) of each ``Error`` in a DeleteObjects answer. An answer that is an error document
+    itself (some servers send those with status 200) or no XML at all raises the translated error."""
+    try:
+        root = ElementTree.fromstring(document)
+    except ElementTree.ParseError as exc:
+        err = ClientError({"Error": {"Code": "InternalError", "Message": f"unreadable DeleteObjects answer: {exc}"},
+                           "ResponseMetadata": {}}, "DeleteObjects")
+        raise translate(err, op="delete_objects", key="") from err
+
+    def local(tag: str) -> str:
+        return tag.rpartition("}")[2]
+
+    def text(node: ElementTree.Element, name: str) -> str:
+        for child in node:
+            if local(child.tag) == name:
+                return child.text or ""
+        return ""
+
+    if local(root.tag) == "Error":
+        err = ClientError({"Error": {"Code": text(root, "Code"), "Message": text(root, "Message")},
+                           "ResponseMetadata": {}}, "DeleteObjects")
+        raise translate(err, op="delete_objects", key="") from err
+    return [(text(node, "Key"), text(node, "Code"), text(node, "Message"))
+            for node in root if local(node.tag) == "Error"]
 
 
 class _Prefixed:
@@ -270,7 +308,8 @@ class S3Backend:
         self.part_workers = part_workers
         self._credentials = credentials
         self._verify_tls = verify_tls
-        self._botocore_config = BotocoreConfig(
+        #: botocore.config.Config arguments; the Config is built with the client, where botocore is loaded
+        self._botocore_options: dict[str, Any] = dict(
             region_name=region,
             signature_version="s3v4",
             s3={"addressing_style": addressing_style},
@@ -346,6 +385,9 @@ class S3Backend:
         global _shared_session
         with self._client_lock:
             if self._client_obj is None:
+                import boto3
+                from botocore.config import Config as BotocoreConfig
+
                 creds = self._credentials
                 with _shared_session_lock:
                     if _shared_session is None:
@@ -355,7 +397,7 @@ class S3Backend:
                         region_name=self.region,
                         endpoint_url=self.endpoint_url,
                         verify=self._verify_tls,
-                        config=self._botocore_config,
+                        config=BotocoreConfig(**self._botocore_options),
                         # None for all three means boto3's default chain (env, ~/.aws, instance role)
                         aws_access_key_id=creds.access_key_id if creds else None,
                         aws_secret_access_key=creds.secret_access_key.reveal() if creds else None,
@@ -850,26 +892,54 @@ class S3Backend:
 
     def _delete_objects(self, keys: list[str]) -> dict[str, BackendError]:
         full = {self._full(k): k for k in keys}
-        try:
-            response = self._client().delete_objects(
-                Bucket=self.bucket, Delete={"Objects": [{"Key": f} for f in full], "Quiet": True}
-            )
-        except ClientError as exc:
-            if _error_code(exc) in _BATCH_DELETE_UNSUPPORTED:
-                raise _BatchDeleteUnsupported() from exc
-            raise self._translate(exc, op="delete_objects", key="") from exc
-        except BotoCoreError as exc:
-            raise self._translate(exc, op="delete_objects", key="") from exc
+        errors = self._delete_objects_lean(full)
+        if errors is None:
+            try:
+                response = self._client().delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": f} for f in full], "Quiet": True}
+                )
+            except ClientError as exc:
+                if _error_code(exc) in _BATCH_DELETE_UNSUPPORTED:
+                    raise _BatchDeleteUnsupported() from exc
+                raise self._translate(exc, op="delete_objects", key="") from exc
+            except BotoCoreError as exc:
+                raise self._translate(exc, op="delete_objects", key="") from exc
+            self._after_refusal()
+            errors = [(str(e.get("Key", "")), str(e.get("Code", "")), str(e.get("Message", "")))
+                      for e in response.get("Errors", ())]
         failed: dict[str, BackendError] = {}
-        for error in response.get("Errors", ()):
-            key = full.get(str(error.get("Key", "")))
-            code = str(error.get("Code", ""))
+        for full_key, code, message in errors:
+            key = full.get(full_key)
             if key is None or code in _NOT_FOUND_CODES:
                 continue
-            one = ClientError({"Error": {"Code": code, "Message": str(error.get("Message", ""))},
-                               "ResponseMetadata": {}}, "DeleteObjects")
+            one = ClientError({"Error": {"Code": code, "Message": message}, "ResponseMetadata": {}}, "DeleteObjects")
             failed[key] = self._translate(one, op="delete_object", key=key)
         return failed
+
+    def _delete_objects_lean(self, full: Mapping[str, str]) -> list[tuple[str, str, str]] | None:
+        """DeleteObjects (quiet) on the lean path: the (key, code, message) of every key not deleted, or
+        None when botocore must send it. Raises ``_BatchDeleteUnsupported``, ``BackendError``."""
+        body = _delete_objects_xml(full)
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        headers = {"content-type": "application/xml", "content-md5": md5}
+        try:
+            answer = self._via_lean("delete_objects", "", lambda c: c.request(
+                "POST", self.bucket, "", query={"delete": ""}, headers=headers, body=body, stream=True))
+        except BackendError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ClientError) and _error_code(cause) in _BATCH_DELETE_UNSUPPORTED:
+                raise _BatchDeleteUnsupported() from exc
+            raise
+        if answer is _USE_BOTOCORE:
+            return None
+        try:
+            document = answer.read()
+        except LeanConnectionError as exc:
+            cause = ConnectionClosedError(endpoint_url=self.endpoint_url or "", error=str(exc))
+            raise self._translate(cause, op="delete_objects", key="") from cause
+        finally:
+            answer.close()
+        return _delete_objects_errors(document, self._translate)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` (relative to the backend prefix) in key order, one page at a time.

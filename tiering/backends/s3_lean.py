@@ -7,7 +7,8 @@ plain-http endpoints. This path signs with a cached SigV4 key and sends ``UNSIGN
 xxh3-128 verification is the integrity check that counts; SeaweedFS does not even check a signed payload's
 hash), which costs ~0.2 ms per request.
 
-Scope: GET (ranged or whole), HEAD, PUT (single object and multipart parts), DELETE, on a plain-http
+Scope: GET (ranged or whole), HEAD, PUT (single object and multipart parts), DELETE, DeleteObjects (a POST
+whose XML the caller writes and reads), on a plain-http
 endpoint with path-style addressing and static credentials. Everything else (listing, multipart
 create/complete/abort, buckets, restores, TLS endpoints, AWS itself) stays on botocore. This module never
 imports botocore: it raises :class:`LeanHTTPError` (an error answer) and :class:`LeanConnectionError`
@@ -255,6 +256,9 @@ class LeanS3Client:
     # -- requests ----------------------------------------------------------------------------------
 
     def path_for(self, bucket: str, key: str) -> str:
+        """The request path of ``key`` in ``bucket``; the bucket's own path for an empty key."""
+        if not key:
+            return f"{self.base_path}/{bucket}"
         return f"{self.base_path}/{bucket}/{quote(key, safe='/~')}"
 
     def request(
