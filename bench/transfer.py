@@ -193,8 +193,21 @@ def count_files(root: Path) -> tuple[int, int]:
     return n, total
 
 
+def compile_bytecode() -> None:
+    """Byte-compile our package and the bench's, as installing a package does: every command then loads
+    them as an installed tool would, instead of compiling every module from source each time (a checkout
+    run with ``PYTHONDONTWRITEBYTECODE`` does that; ~0.1-0.2 s per command here)."""
+    import compileall
+
+    import tiering
+
+    for package in (Path(tiering.__file__).parent, Path(__file__).resolve().parent):
+        compileall.compile_dir(str(package), quiet=1)
+
+
 @contextlib.contextmanager
 def environment(workdir: Path | None, transfer: dict[str, Any]) -> Iterator[Env]:
+    compile_bytecode()
     root = Path(tempfile.mkdtemp(prefix="tiering-bench-", dir=workdir))
     hot = warm = None
     try:
