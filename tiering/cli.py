@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -579,7 +580,14 @@ def entry() -> None:
     Every exit handler runs (logging flushes, thread pools join) and the output is flushed; what is
     skipped is the interpreter tearing down the objects of every module it loaded, ~0.1 s of each
     command. Only when no other non-daemon thread is left, else the exit is the ordinary one.
+
+    Before the command runs, the objects of the modules loaded so far leave the cyclic garbage collector's
+    care (``gc.freeze``: they live as long as the process) and its youngest generation is collected every
+    10,000 allocations instead of 700: a copy of 5,000 small objects spent ~0.25 s of CPU in collections
+    that found next to nothing, ~0.1 s now.
     """
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     try:
         main()
         code = 0
