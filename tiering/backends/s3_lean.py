@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import BinaryIO, Final
 from urllib.parse import quote, urlsplit
 
 UNSIGNED_PAYLOAD: Final = "UNSIGNED-PAYLOAD"
@@ -131,6 +131,90 @@ class _Signer:
         return True
 
 
+#: limits on an answer's head, as http.client's
+_MAX_LINE: Final = 65536
+_MAX_HEADERS: Final = 100
+
+
+class _Headers(http.client.HTTPMessage):
+    """An answer's headers, names lower-cased, with the lookups http.client and we make (``get``,
+    ``get_all``, ``items``), filled without the email package's parser."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__()
+        self._fields = fields
+
+    def get(self, name: str, failobj: object = None) -> object:  # type: ignore[override]
+        return self._fields.get(name.lower(), failobj)
+
+    def get_all(self, name: str, failobj: object = None) -> object:  # type: ignore[override]
+        value = self._fields.get(name.lower())
+        return [value] if value is not None else failobj
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._fields.items())
+
+
+def _read_header_fields(fp: BinaryIO) -> dict[str, str]:
+    """Header lines up to the blank line, as ``{lower-cased name: value}`` (repeated names joined by
+    ", ", as RFC 9110 allows)."""
+    fields: dict[str, str] = {}
+    for _ in range(_MAX_HEADERS + 1):
+        line = fp.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise http.client.LineTooLong("header line")
+        if line in (b"\r\n", b"\n", b""):
+            return fields
+        name, sep, value = line.decode("iso-8859-1").partition(":")
+        if not sep:
+            continue  # not a header line (http.client's parser drops these too)
+        name, value = name.strip().lower(), value.strip()
+        fields[name] = f"{fields[name]}, {value}" if name in fields else value
+    raise http.client.HTTPException(f"got more than {_MAX_HEADERS} headers")
+
+
+class _LeanHTTPResponse(http.client.HTTPResponse):
+    """http.client's answer with a lighter head: its own reads the headers through the email package,
+    ~90 us of CPU per answer here, against ~6 us for :func:`_read_header_fields`. The rest of ``begin``
+    is http.client's (the framing of the body: chunked, Content-Length, or read to the close)."""
+
+    def begin(self) -> None:
+        if self.headers is not None:
+            return
+        while True:
+            version, status, reason = self._read_status()
+            if status != http.client.CONTINUE:
+                break
+            _read_header_fields(self.fp)
+        self.code = self.status = status
+        self.reason = reason.strip()
+        if version in ("HTTP/1.0", "HTTP/0.9"):
+            self.version = 10
+        elif version.startswith("HTTP/1."):
+            self.version = 11
+        else:
+            raise http.client.UnknownProtocol(version)
+        self.headers = self.msg = _Headers(_read_header_fields(self.fp))
+        encoding = self.headers.get("transfer-encoding")
+        self.chunked = isinstance(encoding, str) and encoding.lower() == "chunked"
+        self.chunk_left = None
+        self.will_close = self._check_close()
+        self.length = None
+        length = self.headers.get("content-length")
+        if isinstance(length, str) and not self.chunked:
+            with contextlib.suppress(ValueError):
+                self.length = int(length) if int(length) >= 0 else None
+        if status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or 100 <= status < 200 \
+                or self._method == "HEAD":
+            self.length = 0
+        if not self.will_close and not self.chunked and self.length is None:
+            self.will_close = True
+
+
+class _LeanConnection(http.client.HTTPConnection):
+    response_class = _LeanHTTPResponse
+
+
 class LeanResponse:
     """A successful answer. For GET, ``read`` streams the body; the connection goes back to the pool once
     the body was read to its end, and is closed (not reused) when the caller closes early."""
@@ -142,8 +226,8 @@ class LeanResponse:
         self._client = client
         self._conn: http.client.HTTPConnection | None = conn
         self._resp = resp
-        length = self.headers.get("content-length")
-        self._left: int | None = int(length) if length is not None and length.isdigit() else None
+        #: body bytes still to come, as http.client framed the answer (0 for HEAD, None when chunked)
+        self._left: int | None = resp.length
 
     def read(self, size: int = -1, /) -> bytes:
         if self._conn is None:
@@ -181,7 +265,7 @@ class LeanResponse:
     def close(self) -> None:
         if self._conn is None:
             return
-        if self._left == 0:
+        if self._left == 0 or self._resp.isclosed():  # read to its end (a chunked body: to its last chunk)
             self._finish()
         else:
             self._discard()  # unread bytes on the wire: the connection cannot carry another request
@@ -228,7 +312,7 @@ class LeanS3Client:
         with self._lock:
             if self._idle:
                 return self._idle.pop(), True
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
+        conn = _LeanConnection(self.host, self.port, timeout=self.connect_timeout)
         try:
             conn.connect()
         except OSError as exc:
