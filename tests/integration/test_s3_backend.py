@@ -23,10 +23,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
+from helpers import read_all
 
 from tiering.backends import RetryingBackend, open_backend
 from tiering.backends.base import DIGEST_METADATA_KEY
-from tiering.backends.s3 import S3Backend
+from tiering.backends.s3 import S3Backend, _delete_objects_errors
 from tiering.config import Credentials, Secret, TierConfig, TransferConfig
 from tiering.errors import (
     AccessDenied,
@@ -518,34 +520,19 @@ def test_delete_many_is_signed_on_the_lean_path_and_escapes_keys_in_its_xml(seaw
     assert read_all(backend, "kept/a&b") == b"kept/a&b"
 
 
-def read_all(backend: S3Backend, key: str) -> bytes:
-    stream = backend.open_read(key)
-    try:
-        return stream.read()
-    finally:
-        stream.close()
-
-
 def test_delete_objects_answers_are_read_per_key_and_an_error_document_is_an_error() -> None:
-    from tiering.backends.s3 import _delete_objects_errors
-
     ns = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
     answer = (f'<?xml version="1.0" encoding="UTF-8"?><DeleteResult {ns}><Deleted><Key>p/ok</Key></Deleted>'
               "<Error><Key>p/a&amp;b</Key><Code>AccessDenied</Code><Message>no</Message></Error>"
               "<Error><Key>p/gone</Key><Code>NoSuchKey</Code><Message></Message></Error></DeleteResult>").encode()
-    seen: list[Any] = []
-
-    def translate(exc: Exception, *, op: str, key: str) -> BackendError:
-        seen.append(exc)
-        return PermanentBackendError(str(exc), backend="s3://b", key=key)
-
-    assert _delete_objects_errors(answer, translate) == [("p/a&b", "AccessDenied", "no"), ("p/gone", "NoSuchKey", "")]
-    assert _delete_objects_errors(b"<DeleteResult/>", translate) == []
-    with pytest.raises(PermanentBackendError):
-        _delete_objects_errors(b"<Error><Code>SlowDown</Code><Message>later</Message></Error>", translate)
-    assert seen[-1].response["Error"]["Code"] == "SlowDown"
-    with pytest.raises(PermanentBackendError):
-        _delete_objects_errors(b"<html>not xml", translate)
+    assert _delete_objects_errors(answer) == [("p/a&b", "AccessDenied", "no"), ("p/gone", "NoSuchKey", "")]
+    assert _delete_objects_errors(b"<DeleteResult/>") == []
+    with pytest.raises(ClientError) as caught:
+        _delete_objects_errors(b"<Error><Code>SlowDown</Code><Message>later</Message></Error>")
+    assert caught.value.response["Error"] == {"Code": "SlowDown", "Message": "later"}
+    with pytest.raises(ClientError) as caught:
+        _delete_objects_errors(b"<html>not xml")
+    assert caught.value.response["Error"]["Code"] == "InternalError"
 
 
 def test_reads_writes_and_deletes_with_static_keys_never_load_boto3(bucket: Any) -> None:

@@ -44,7 +44,7 @@ import re
 import threading
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, BinaryIO, Final
 from urllib.parse import urlparse
@@ -152,17 +152,18 @@ def _delete_objects_xml(keys: Iterable[str]) -> bytes:
             f"{objects}</Delete>").encode()
 
 
-def _delete_objects_errors(
-    document: bytes, translate: Callable[..., BackendError]
-) -> list[tuple[str, str, str]]:
+def _s3_error(code: str, message: str) -> ClientError:
+    """An S3 error code and message read from a DeleteObjects answer, as botocore would raise them."""
+    return ClientError({"Error": {"Code": code, "Message": message}, "ResponseMetadata": {}}, "DeleteObjects")
+
+
+def _delete_objects_errors(document: bytes) -> list[tuple[str, str, str]]:
     """(key, code, message) of each ``Error`` in a DeleteObjects answer. An answer that is an error document
-    itself (some servers send those with status 200) or no XML at all raises the translated error."""
+    itself (some servers send those with status 200) or no XML at all raises ``ClientError``."""
     try:
         root = ElementTree.fromstring(document)
     except ElementTree.ParseError as exc:
-        err = ClientError({"Error": {"Code": "InternalError", "Message": f"unreadable DeleteObjects answer: {exc}"},
-                           "ResponseMetadata": {}}, "DeleteObjects")
-        raise translate(err, op="delete_objects", key="") from err
+        raise _s3_error("InternalError", f"unreadable DeleteObjects answer: {exc}") from exc
 
     def local(tag: str) -> str:
         return tag.rpartition("}")[2]
@@ -174,9 +175,7 @@ def _delete_objects_errors(
         return ""
 
     if local(root.tag) == "Error":
-        err = ClientError({"Error": {"Code": text(root, "Code"), "Message": text(root, "Message")},
-                           "ResponseMetadata": {}}, "DeleteObjects")
-        raise translate(err, op="delete_objects", key="") from err
+        raise _s3_error(text(root, "Code"), text(root, "Message"))
     return [(text(node, "Key"), text(node, "Code"), text(node, "Message"))
             for node in root if local(node.tag) == "Error"]
 
@@ -912,8 +911,7 @@ class S3Backend:
             key = full.get(full_key)
             if key is None or code in _NOT_FOUND_CODES:
                 continue
-            one = ClientError({"Error": {"Code": code, "Message": message}, "ResponseMetadata": {}}, "DeleteObjects")
-            failed[key] = self._translate(one, op="delete_object", key=key)
+            failed[key] = self._translate(_s3_error(code, message), op="delete_object", key=key)
         return failed
 
     def _delete_objects_lean(self, full: Mapping[str, str]) -> list[tuple[str, str, str]] | None:
@@ -939,7 +937,10 @@ class S3Backend:
             raise self._translate(cause, op="delete_objects", key="") from cause
         finally:
             answer.close()
-        return _delete_objects_errors(document, self._translate)
+        try:
+            return _delete_objects_errors(document)
+        except ClientError as exc:
+            raise self._translate(exc, op="delete_objects", key="") from exc
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` (relative to the backend prefix) in key order, one page at a time.
