@@ -203,7 +203,8 @@ class _LeanHTTPResponse(http.client.HTTPResponse):
         length = self.headers.get("content-length")
         if isinstance(length, str) and not self.chunked:
             with contextlib.suppress(ValueError):
-                self.length = int(length) if int(length) >= 0 else None
+                declared = int(length)
+                self.length = declared if declared >= 0 else None
         if status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or 100 <= status < 200 \
                 or self._method == "HEAD":
             self.length = 0
