@@ -28,8 +28,11 @@ META_DIR = ".tiering-meta"
 #: the extended attribute holding an object's metadata (JSON)
 META_XATTR = "user.tiering"
 TMP_PREFIX = ".tiering-tmp-"
-#: bytes per read from the body and per write
+#: bytes per read from the body
 CHUNK = 1024 * 1024
+#: bytes per write(2). Measured restoring 1,000 x 1 MiB to ext4: a chunk written in 128 KiB slices cost the
+#: kernel 2.1-2.7 CPU-s against 3.1-5.5 CPU-s for whole 1 MiB writes (filling large page-cache folios is slower)
+WRITE_SLICE = 128 * 1024
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 #: errors that mean "this filesystem keeps no user xattrs"
 _NO_XATTRS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES})
@@ -102,7 +105,7 @@ class FileBackend:
                 while chunk := body.read(CHUNK):
                     view = memoryview(chunk)
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view[:WRITE_SLICE]):]
                     if hasher is not None:
                         hasher.update(chunk)
                 if hasher is not None and hasher.hexdigest() != content_xxh3:
