@@ -123,3 +123,32 @@ def test_an_error_answer_gives_its_code_and_message_and_a_chunked_error_body_is_
     answer = client.request("GET", "b", "there", stream=True)
     assert answer.read() == b"ok"
     assert server.connections == 1  # the error body was read to its end: the connection went on
+
+
+def test_a_request_goes_out_as_http_client_would_send_it_and_a_header_that_breaks_the_head_is_refused(
+    scripted: list[Scripted],
+) -> None:
+    small, large = b"x" * 1000, bytes(range(256)) * 2048  # 512 KiB: the head and the body go out separately
+    server = Scripted([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"] * 2)
+    scripted.append(server)
+    client = client_for(server)
+    client.request("PUT", "b", "dir/a b&c.bin", headers={"X-Amz-Meta-Xxh3-128": "ab" * 16}, body=small)
+    client.request("PUT", "b", "big.bin", body=memoryview(large))
+    first, second = server.requests
+    head, _, body = first.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"PUT /b/dir/a%20b%26c.bin HTTP/1.1"
+    fields = dict(line.split(b": ", 1) for line in lines[1:])
+    assert fields[b"host"] == f"127.0.0.1:{server.port}".encode()
+    assert fields[b"content-length"] == b"1000"
+    assert fields[b"x-amz-meta-xxh3-128"] == b"ab" * 16
+    assert fields[b"accept-encoding"] == b"identity"
+    assert b"x-amz-meta-xxh3-128" in fields[b"authorization"]  # signed as sent
+    assert body == small
+    assert second.partition(b"\r\n\r\n")[2] == large
+    for bad in ({"X-Amz-Meta-Note": "a\r\nx-amz-acl: public-read"}, {"X-Amz-Meta-Note": "line\nbreak"},
+                {"Bad Name": "v"}, {"x-amz-meta-a:b": "v"}):
+        with pytest.raises(ValueError, match="cannot be sent"):
+            client.request("PUT", "b", "k", headers=bad, body=small)
+    assert len(server.requests) == 2  # nothing of a refused request reached the server
+    assert server.connections == 1
