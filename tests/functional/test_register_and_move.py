@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, cast
@@ -282,3 +284,40 @@ def test_a_small_file_is_uploaded_from_the_bytes_that_were_hashed_and_a_large_on
                       progress=ChangesFilesBeforeUpload({src / "large.bin": b"M" * 1001}))
     assert [i.key for i in hot.list("dataset/d/2/")] == []
     assert check_invariant(app).problems == []
+
+
+
+class _SlowStorage:
+    """A directory read with a storage wait before every open (as a network share would make it), that
+    notes which threads read."""
+
+    def __init__(self, inner: Backend, wait: float) -> None:
+        self._inner = inner
+        self._wait = wait
+        self.url = inner.url
+        self.threads: set[int] = set()
+
+    def open_read(self, key: str, *, offset: int = 0, length: int | None = None) -> Any:
+        self.threads.add(threading.get_ident())
+        if self._wait:
+            time.sleep(self._wait)
+        return self._inner.open_read(key, offset=offset, length=length)
+
+
+@pytest.mark.parametrize("wait", [0.0, 0.002])
+def test_small_local_files_are_hashed_on_one_thread_unless_their_storage_keeps_it_waiting(
+    tmp_path: Path, wait: float,
+) -> None:
+    bodies = make_tree(tmp_path / "data", 300, max_size=5000)
+    inner, files = jobs._scan_local(tmp_path / "data")
+    readers = []
+    for _ in range(3):  # the choice is measured: a preempted first task may pick threads; one of three will not
+        slow = _SlowStorage(inner, wait)
+        digests, kept = jobs._hash_all(cast(Backend, slow), files, workers=32, local=True)
+        assert {path: d.xxh3 for path, d in digests.items()} == {p: xxh3_bytes(b) for p, b in bodies.items()}
+        assert {f.path: kept[f.key] for f in files} == bodies  # the bytes hashed are kept for the upload
+        readers.append(slow.threads)
+    if wait:
+        assert all(len(threads) > 1 for threads in readers)
+    else:
+        assert {threading.get_ident()} in readers
