@@ -31,7 +31,8 @@ TMP_PREFIX = ".tiering-tmp-"
 #: bytes per read from the body
 CHUNK = 1024 * 1024
 #: bytes per write(2). Measured restoring 1,000 x 1 MiB to ext4: a chunk written in 128 KiB slices cost the
-#: kernel 2.1-2.7 CPU-s against 3.1-5.5 CPU-s for whole 1 MiB writes (filling large page-cache folios is slower)
+#: kernel 2.1-2.8 CPU-s against 3.1-5.5 CPU-s for whole 1 MiB writes (perf: the copy into the page cache went
+#: from 47% of the restore's CPU to 12%); 32, 64 and 256 KiB slices measured alike
 WRITE_SLICE = 128 * 1024
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 #: errors that mean "this filesystem keeps no user xattrs"
