@@ -174,6 +174,18 @@ class TierConfig(_Strict):
             raise ValueError(f"a file:// URL needs an absolute path (file:///abs/path): {v!r}")
         return v
 
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlparse(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {v!r}")
+        if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ValueError(f"an endpoint URL holds no spaces or control characters: {v!r}")
+        return v
+
     @property
     def scheme(self) -> str:
         return urlparse(self.backend).scheme

@@ -49,6 +49,21 @@ def test_unknown_keys_two_tiers_of_one_rank_and_relative_file_urls_are_refused()
         config_from_dict({"tiers": {"a": {"rank": 0, "backend": "file://relative/x"}}})
 
 
+@pytest.mark.parametrize(("endpoint", "message"), [
+    ("127.0.0.1:8333", "http:// or https:// URL with a host"),
+    ("ftp://nas:21", "http:// or https:// URL with a host"),
+    ("http://", "http:// or https:// URL with a host"),
+    ("http://minio:9000/my prefix", "no spaces or control characters"),
+    ("http://minio:9000/x\r\nHost: evil", "no spaces or control characters"),
+])
+def test_an_endpoint_that_is_not_a_plain_http_url_is_refused_naming_the_tier(endpoint: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        config_from_dict({"tiers": {"hot": {"rank": 0, "backend": "s3://b/p", "endpoint": endpoint}}})
+    assert "tiers.hot.endpoint" in str(err.value)
+    good = {"rank": 0, "backend": "s3://b/p", "endpoint": "https://minio.lab:9000/proxy"}
+    assert config_from_dict({"tiers": {"hot": good}}).tiers["hot"].endpoint == "https://minio.lab:9000/proxy"
+
+
 def test_env_overrides_apply_after_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIERING_CATALOG", "postgresql+psycopg://u@h/db")
     monkeypatch.setenv("TIERING_TRANSFER_WORKERS", "3")
