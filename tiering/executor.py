@@ -458,10 +458,21 @@ class Executor:
         )
         internal_stop = threading.Event()
         heartbeat = threading.Thread(target=self._heartbeat, args=(job_id, internal_stop), daemon=True)
-        heartbeat.start()
         lease_lost = False
         verified: list[CopyResult] = []
         items: _Prefetched[CopyItem] | None = None
+        # a directory tier syncs small members once per recorded batch instead of once each (see FileBackend);
+        # not on an archive tier, whose shards are recorded one by one as they are written
+        batched_sync = None if dst_archive else getattr(dst_backend, "batched_sync", None)
+        syncing = contextlib.ExitStack()
+        sync_written = syncing.enter_context(batched_sync(prefix)) if callable(batched_sync) else None
+
+        def record() -> None:
+            if verified and sync_written is not None:
+                sync_written()  # the bytes are on the disk before the catalog says so
+            self._record_verified(verified, dst_tier_id, outcome)
+
+        heartbeat.start()
         try:
             if dst_archive:
                 self._copy_shards(job_id, source, dst_backend, copier.verify, outcome, progress,
@@ -479,10 +490,10 @@ class Executor:
                         crash_point("after_copy")
                         verified.append(result)
                         if len(verified) >= RECORD_BATCH or time.monotonic() - last_flush >= RECORD_SECONDS:
-                            self._record_verified(verified, dst_tier_id, outcome)
+                            record()
                             last_flush = time.monotonic()
                     else:
-                        self._record_verified(verified, dst_tier_id, outcome)
+                        record()
                         self._record_failure(result, job_id, dst_tier_id, outcome)
                 except LeaseLost:
                     lease_lost = True
@@ -498,11 +509,13 @@ class Executor:
             heartbeat.join(timeout=5)
             # copies already verified are recorded even when the loop ended early: their bytes are good
             try:
-                self._record_verified(verified, dst_tier_id, outcome)
+                record()
             except LeaseLost:
                 lease_lost = True
             except TieringError:
                 log.warning("could not record verified copies of job %s; they will be copied again", job_id)
+            with contextlib.suppress(TieringError):
+                syncing.close()  # what was written and not recorded is copied again by a retry
             self._release_unstarted(job_id)
         if lease_lost:
             raise LeaseLost(job_id, -1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -321,3 +322,51 @@ def test_small_local_files_are_hashed_on_one_thread_unless_their_storage_keeps_i
         assert all(len(threads) > 1 for threads in readers)
     else:
         assert {threading.get_ident()} in readers
+
+
+def test_a_move_to_a_directory_tier_records_small_copies_only_after_syncing_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tiering.backends import FileBackend
+    from tiering.copier import CopyResult
+    from tiering.executor import Executor
+
+    synced: set[Path] = set()
+    recorded: list[int] = []
+    warm_backends: list[FileBackend] = []
+
+    def keep_warm(tier: str, backend: Backend) -> Backend:
+        if tier == "warm":
+            warm_backends.append(cast(FileBackend, backend))
+            real_batched_sync = backend.batched_sync  # type: ignore[attr-defined]
+
+            @contextlib.contextmanager
+            def batched_sync(prefix: str) -> Any:
+                with real_batched_sync(prefix) as real_sync:
+                    def sync() -> None:
+                        synced.update(backend._batched[prefix])  # type: ignore[attr-defined]
+                        real_sync()
+                    yield sync
+            backend.batched_sync = batched_sync  # type: ignore[attr-defined]
+        return backend
+
+    real_record = Executor._record_verified
+
+    def record_checked(self: Executor, batch: list[CopyResult], dst_tier_id: int, outcome: Any) -> None:
+        if batch:
+            root = warm_backends[0].root
+            assert {root / r.item.dst_key for r in batch} <= synced  # on the disk before the catalog says so
+            recorded.append(len(batch))
+        real_record(self, batch, dst_tier_id, outcome)
+
+    monkeypatch.setattr(Executor, "_record_verified", record_checked)
+    monkeypatch.setattr("tiering.executor.RECORD_BATCH", 16)
+    app = open_app(workspace_config(tmp_path), backend_wrapper=keep_warm)
+    files = make_tree(tmp_path / "src", 120, seed=5, max_size=4000)
+    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    assert jobs.move(app, "d@1", to="warm").state == "done"
+    assert sum(recorded) == len(files) and len(recorded) > 1  # several batches, each synced first
+    assert warm_backends[0]._batched == {}
+    for rel, data in files.items():
+        assert read_all(app.backend("warm"), f"dataset/d/1/{rel}") == data
+    assert check_invariant(app).problems == []

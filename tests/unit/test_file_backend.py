@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tiering.backends import FileBackend
-from tiering.backends.file import META_DIR, META_XATTR
+from tiering.backends.file import BATCHED_SYNC_MAX, META_DIR, META_XATTR
 
 needs_xattrs = pytest.mark.skipif(not hasattr(os, "setxattr"), reason="no extended attributes on this platform")
 
@@ -81,3 +81,70 @@ def test_without_xattrs_metadata_lives_in_sidecars_and_delete_removes_them(tmp_p
     backend.delete("d/a.bin")
     assert not sidecar.exists()
     assert not (root / "d").exists()
+
+
+def test_small_files_in_a_batched_sync_wait_for_the_batch_and_everything_else_is_fsynced_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend = FileBackend(tmp_path / "tier")
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        fsynced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    small, large = b"s" * 1000, b"L" * (BATCHED_SYNC_MAX + 1)
+    with backend.batched_sync("ds/a/") as sync:
+        backend.put("ds/a/one.bin", io.BytesIO(small), size=len(small))
+        backend.put("ds/a/sub/two.bin", io.BytesIO(small), size=len(small))
+        assert fsynced == []  # small, inside the batch: not synced one by one
+        assert backend._batched["ds/a/"] == [tmp_path / "tier/ds/a/one.bin", tmp_path / "tier/ds/a/sub/two.bin"]
+        backend.put("ds/a/big.bin", io.BytesIO(large), size=len(large))
+        backend.put("ds/b/other.bin", io.BytesIO(small), size=len(small))
+        backend.put("ds/a/unsized.bin", io.BytesIO(small))
+        assert len(fsynced) == 3  # too large, outside the prefix, size unknown: each fsynced as it is written
+        sync()
+        assert backend._batched["ds/a/"] == []
+        backend.put("ds/a/three.bin", io.BytesIO(small), size=len(small))
+        assert len(backend._batched["ds/a/"]) == 1
+        with pytest.raises(RuntimeError, match="already open"), backend.batched_sync("ds/a/"):
+            pass
+    assert backend._batched == {}  # closing synced the last one and forgot the prefix
+    backend.put("ds/a/four.bin", io.BytesIO(small), size=len(small))
+    assert len(fsynced) == 4  # no batch any more: fsynced at once
+    for key, body in [("ds/a/one.bin", small), ("ds/a/sub/two.bin", small), ("ds/a/big.bin", large),
+                      ("ds/a/three.bin", small), ("ds/a/four.bin", small)]:
+        stream = backend.open_read(key)
+        try:
+            assert stream.read() == body
+        finally:
+            stream.close()
+
+
+def test_without_syncfs_a_batch_is_synced_file_by_file_and_directory_by_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend = FileBackend(tmp_path / "tier")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def noting_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else str(fd))
+        real_fsync(fd)
+
+    monkeypatch.setattr("tiering.backends.file._syncfs", lambda: None)
+    monkeypatch.setattr(os, "fsync", noting_fsync)
+    with backend.batched_sync("ds/") as sync:
+        for key in ("ds/x/1.bin", "ds/x/2.bin", "ds/y/3.bin"):
+            backend.put(key, io.BytesIO(b"12345"), size=5)
+        backend.delete("ds/x/2.bin")  # gone before the sync: skipped, not an error
+        assert synced == []
+        sync()
+    root = backend.root
+    if os.path.exists("/proc/self/fd"):
+        assert sorted(synced) == sorted(str(p) for p in (root / "ds/x/1.bin", root / "ds/y/3.bin",
+                                                           root / "ds/x", root / "ds/y"))
+    else:
+        assert len(synced) == 4

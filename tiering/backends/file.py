@@ -6,16 +6,22 @@ readers see the old or the new file, never a part. Metadata travels with the fil
 attribute (``user.tiering``, JSON), set on the temp file before the rename, so the two change together.
 Where the filesystem keeps no user xattrs (some NFS and FUSE mounts), metadata lives beside the tree in
 ``root/.tiering-meta/<key>.json`` instead; reads look at both.
+
+A job that records its copies in the catalog in batches may open :meth:`FileBackend.batched_sync` over its
+keys: small files written there are not fsynced one by one, and the job syncs the filesystem once before
+each batch it records (an fsync per 16 KiB file costs more than the file's write).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,6 +40,10 @@ CHUNK = 1024 * 1024
 #: kernel 2.1-2.8 CPU-s against 3.1-5.5 CPU-s for whole 1 MiB writes (perf: the copy into the page cache went
 #: from 47% of the restore's CPU to 12%); 32, 64 and 256 KiB slices measured alike
 WRITE_SLICE = 128 * 1024
+#: inside ``batched_sync``, files up to this size wait for the batch's sync. 5,000 x 16 KiB on 32 threads:
+#: an fsync each took 0.94-1.32 s and 1.1-1.9 kernel CPU-s, one syncfs after them all 0.52-0.57 s and 0.5-0.6;
+#: for 1 MiB files the fsync of each was the faster (1,000 x 1 MiB: 0.45-0.50 s against 0.64 s)
+BATCHED_SYNC_MAX = 256 * 1024
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 #: errors that mean "this filesystem keeps no user xattrs"
 _NO_XATTRS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES})
@@ -43,6 +53,23 @@ _TMP_SEQ = itertools.count()
 
 def _tmp_name() -> str:
     return f"{TMP_PREFIX}{os.getpid()}-{next(_TMP_SEQ)}"
+
+
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    """The C library's ``syncfs(2)`` (Linux), looked up once; None where there is none."""
+    with contextlib.suppress(OSError, AttributeError, ImportError):
+        import ctypes
+
+        found: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).syncfs
+        return found
+    return None
+
+
+def _syncfs_errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno() or errno.EIO
 
 
 class _RangeReader:
@@ -74,6 +101,9 @@ class FileBackend:
         self._xattrs = xattrs and hasattr(os, "setxattr")
         #: whether sidecar files may exist (so a write or delete must remove a stale one); learnt lazily
         self._sidecars: bool | None = None
+        #: key prefixes under ``batched_sync``, each with the files written there and not yet synced
+        self._batched: dict[str, list[Path]] = {}
+        self._batched_lock = threading.Lock()
 
     def _may_have_sidecars(self) -> bool:
         """Whether the sidecar directory exists (looked at once; a sidecar we write sets it). Any writer on
@@ -112,7 +142,9 @@ class FileBackend:
                 if hasher is not None and hasher.hexdigest() != content_xxh3:
                     raise DigestRefused(f"{key}: the body does not hash to {content_xxh3}", backend=self.url, key=key)
                 in_xattr = self._set_xattr(fd, metadata) if metadata else False
-                if self._fsync:
+                small = size is not None and size <= BATCHED_SYNC_MAX
+                batch = self._batch_of(key) if self._fsync and small and self._batched else ""
+                if self._fsync and not batch:
                     os.fsync(fd)
             finally:
                 os.close(fd)
@@ -127,6 +159,13 @@ class FileBackend:
                 with contextlib.suppress(FileNotFoundError):
                     meta_path.unlink()
             os.replace(tmp, path)
+            if batch:
+                with self._batched_lock:
+                    pending = self._batched.get(batch)
+                    if pending is not None:
+                        pending.append(path)
+                if pending is None:  # the batch closed while this file was written: sync it on its own
+                    self._sync_paths([path])
             return hasher is not None
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -136,6 +175,59 @@ class FileBackend:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
+
+    def _batch_of(self, key: str) -> str:
+        """The ``batched_sync`` prefix ``key`` is under, or ""."""
+        with self._batched_lock:
+            return next((prefix for prefix in self._batched if key.startswith(prefix)), "")
+
+    @contextlib.contextmanager
+    def batched_sync(self, prefix: str) -> Iterator[Callable[[], None]]:
+        """Small files written under ``prefix`` are not fsynced one by one until this closes; the function
+        it yields makes every one written so far durable (with its directory entry) before it returns, and
+        closing does the same. The caller calls it before it records any of those files as stored.
+        Batches on one prefix do not nest."""
+        with self._batched_lock:
+            if prefix in self._batched:
+                raise RuntimeError(f"a batched sync is already open on {prefix!r}")
+            self._batched[prefix] = []
+
+        def sync() -> None:
+            with self._batched_lock:
+                pending, self._batched[prefix] = self._batched[prefix], []
+            self._sync_paths(pending)
+
+        try:
+            yield sync
+        finally:
+            with self._batched_lock:
+                pending = self._batched.pop(prefix)
+            self._sync_paths(pending)
+
+    def _sync_paths(self, paths: list[Path]) -> None:
+        """Make these files and their directory entries durable: one ``syncfs`` of the filesystem where
+        the C library has it, else an fsync of each file and of each directory."""
+        if not paths:
+            return
+        fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            syncfs = _syncfs()
+            if syncfs is not None:
+                if syncfs(fd) != 0:
+                    code = _syncfs_errno()
+                    raise self._translate(OSError(code, os.strerror(code)), "")
+                return
+        finally:
+            os.close(fd)
+        for target in [*paths, *{p.parent for p in paths}]:
+            try:
+                fd = os.open(target, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # deleted since (a failed copy's cleanup): nothing left to keep
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def _set_xattr(self, fd: int, metadata: Mapping[str, str]) -> bool:
         """Put ``metadata`` on the open file; False when it must go to a sidecar file instead."""
