@@ -344,7 +344,7 @@ def test_a_move_to_a_directory_tier_records_small_copies_only_after_syncing_them
             def batched_sync(prefix: str) -> Any:
                 with real_batched_sync(prefix) as real_sync:
                     def sync() -> None:
-                        synced.update(backend._batched[prefix])  # type: ignore[attr-defined]
+                        synced.update(backend._batched[prefix][1])  # type: ignore[attr-defined]
                         real_sync()
                     yield sync
             backend.batched_sync = batched_sync  # type: ignore[attr-defined]

@@ -100,22 +100,24 @@ def test_small_files_in_a_batched_sync_wait_for_the_batch_and_everything_else_is
         backend.put("ds/a/one.bin", io.BytesIO(small), size=len(small))
         backend.put("ds/a/sub/two.bin", io.BytesIO(small), size=len(small))
         assert fsynced == []  # small, inside the batch: not synced one by one
-        assert backend._batched["ds/a/"] == [tmp_path / "tier/ds/a/one.bin", tmp_path / "tier/ds/a/sub/two.bin"]
+        assert backend._batched["ds/a/"] == (1, [tmp_path / "tier/ds/a/one.bin", tmp_path / "tier/ds/a/sub/two.bin"])
         backend.put("ds/a/big.bin", io.BytesIO(large), size=len(large))
         backend.put("ds/b/other.bin", io.BytesIO(small), size=len(small))
         backend.put("ds/a/unsized.bin", io.BytesIO(small))
         assert len(fsynced) == 3  # too large, outside the prefix, size unknown: each fsynced as it is written
         sync()
-        assert backend._batched["ds/a/"] == []
+        assert backend._batched["ds/a/"] == (1, [])
         backend.put("ds/a/three.bin", io.BytesIO(small), size=len(small))
-        assert len(backend._batched["ds/a/"]) == 1
-        with pytest.raises(RuntimeError, match="already open"), backend.batched_sync("ds/a/"):
-            pass
+        with backend.batched_sync("ds/a/"):  # a second holder shares the batch
+            assert backend._batched["ds/a/"] == (2, [tmp_path / "tier/ds/a/three.bin"])
+        assert backend._batched["ds/a/"] == (1, [])  # its closing synced what was waiting; the batch stays
+        backend.put("ds/a/five.bin", io.BytesIO(small), size=len(small))
+        assert fsynced[3:] == []
     assert backend._batched == {}  # closing synced the last one and forgot the prefix
     backend.put("ds/a/four.bin", io.BytesIO(small), size=len(small))
     assert len(fsynced) == 4  # no batch any more: fsynced at once
     for key, body in [("ds/a/one.bin", small), ("ds/a/sub/two.bin", small), ("ds/a/big.bin", large),
-                      ("ds/a/three.bin", small), ("ds/a/four.bin", small)]:
+                      ("ds/a/three.bin", small), ("ds/a/four.bin", small), ("ds/a/five.bin", small)]:
         stream = backend.open_read(key)
         try:
             assert stream.read() == body

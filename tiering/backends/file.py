@@ -101,8 +101,8 @@ class FileBackend:
         self._xattrs = xattrs and hasattr(os, "setxattr")
         #: whether sidecar files may exist (so a write or delete must remove a stale one); learnt lazily
         self._sidecars: bool | None = None
-        #: key prefixes under ``batched_sync``, each with the files written there and not yet synced
-        self._batched: dict[str, list[Path]] = {}
+        #: key prefixes under ``batched_sync``: how many have it open, and the files written there not yet synced
+        self._batched: dict[str, tuple[int, list[Path]]] = {}
         self._batched_lock = threading.Lock()
 
     def _may_have_sidecars(self) -> bool:
@@ -161,10 +161,10 @@ class FileBackend:
             os.replace(tmp, path)
             if batch:
                 with self._batched_lock:
-                    pending = self._batched.get(batch)
-                    if pending is not None:
-                        pending.append(path)
-                if pending is None:  # the batch closed while this file was written: sync it on its own
+                    entry = self._batched.get(batch)
+                    if entry is not None:
+                        entry[1].append(path)
+                if entry is None:  # the batch closed while this file was written: sync it on its own
                     self._sync_paths([path])
             return hasher is not None
         except OSError as exc:
@@ -184,24 +184,26 @@ class FileBackend:
     @contextlib.contextmanager
     def batched_sync(self, prefix: str) -> Iterator[Callable[[], None]]:
         """Small files written under ``prefix`` are not fsynced one by one until this closes; the function
-        it yields makes every one written so far durable (with its directory entry) before it returns, and
-        closing does the same. The caller calls it before it records any of those files as stored.
-        Batches on one prefix do not nest."""
+        it yields makes every one written there so far durable (with its directory entry) before it returns,
+        and closing does the same. The caller calls it before it records any of those files as stored.
+        Two holders of one prefix (two workers of one job in one process) share its batch."""
         with self._batched_lock:
-            if prefix in self._batched:
-                raise RuntimeError(f"a batched sync is already open on {prefix!r}")
-            self._batched[prefix] = []
+            holders, pending = self._batched.get(prefix, (0, []))
+            self._batched[prefix] = (holders + 1, pending)
 
         def sync() -> None:
             with self._batched_lock:
-                pending, self._batched[prefix] = self._batched[prefix], []
+                holders, pending = self._batched[prefix]
+                self._batched[prefix] = (holders, [])
             self._sync_paths(pending)
 
         try:
             yield sync
         finally:
             with self._batched_lock:
-                pending = self._batched.pop(prefix)
+                holders, pending = self._batched.pop(prefix)
+                if holders > 1:
+                    self._batched[prefix] = (holders - 1, [])
             self._sync_paths(pending)
 
     def _sync_paths(self, paths: list[Path]) -> None:
