@@ -211,16 +211,16 @@ class FileBackend:
         the C library has it, else an fsync of each file and of each directory."""
         if not paths:
             return
-        fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            syncfs = _syncfs()
-            if syncfs is not None:
+        syncfs = _syncfs()
+        if syncfs is not None:
+            fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            try:
                 if syncfs(fd) != 0:
                     code = _syncfs_errno()
                     raise self._translate(OSError(code, os.strerror(code)), "")
-                return
-        finally:
-            os.close(fd)
+            finally:
+                os.close(fd)
+            return
         for target in [*paths, *{p.parent for p in paths}]:
             try:
                 fd = os.open(target, os.O_RDONLY)
