@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import read_all
 
 from tiering.backends import FileBackend
 from tiering.backends.file import BATCHED_SYNC_MAX, META_DIR, META_XATTR
@@ -83,18 +84,24 @@ def test_without_xattrs_metadata_lives_in_sidecars_and_delete_removes_them(tmp_p
     assert not (root / "d").exists()
 
 
-def test_small_files_in_a_batched_sync_wait_for_the_batch_and_everything_else_is_fsynced_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    backend = FileBackend(tmp_path / "tier")
-    fsynced: list[int] = []
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What each ``os.fsync`` of the test synced (the path, where /proc tells it), in order; the real fsync runs."""
+    synced: list[str] = []
     real_fsync = os.fsync
 
-    def counting_fsync(fd: int) -> None:
-        fsynced.append(fd)
+    def noting_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else str(fd))
         real_fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", counting_fsync)
+    monkeypatch.setattr(os, "fsync", noting_fsync)
+    return synced
+
+
+def test_small_files_in_a_batched_sync_wait_for_the_batch_and_everything_else_is_fsynced_at_once(
+    tmp_path: Path, fsynced: list[str],
+) -> None:
+    backend = FileBackend(tmp_path / "tier")
     small, large = b"s" * 1000, b"L" * (BATCHED_SYNC_MAX + 1)
     with backend.batched_sync("ds/a/") as sync:
         backend.put("ds/a/one.bin", io.BytesIO(small), size=len(small))
@@ -118,35 +125,23 @@ def test_small_files_in_a_batched_sync_wait_for_the_batch_and_everything_else_is
     assert len(fsynced) == 4  # no batch any more: fsynced at once
     for key, body in [("ds/a/one.bin", small), ("ds/a/sub/two.bin", small), ("ds/a/big.bin", large),
                       ("ds/a/three.bin", small), ("ds/a/four.bin", small), ("ds/a/five.bin", small)]:
-        stream = backend.open_read(key)
-        try:
-            assert stream.read() == body
-        finally:
-            stream.close()
+        assert read_all(backend, key) == body
 
 
 def test_without_syncfs_a_batch_is_synced_file_by_file_and_directory_by_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsynced: list[str],
 ) -> None:
     backend = FileBackend(tmp_path / "tier")
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def noting_fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else str(fd))
-        real_fsync(fd)
-
     monkeypatch.setattr("tiering.backends.file._syncfs", lambda: None)
-    monkeypatch.setattr(os, "fsync", noting_fsync)
     with backend.batched_sync("ds/") as sync:
         for key in ("ds/x/1.bin", "ds/x/2.bin", "ds/y/3.bin"):
             backend.put(key, io.BytesIO(b"12345"), size=5)
         backend.delete("ds/x/2.bin")  # gone before the sync: skipped, not an error
-        assert synced == []
+        assert fsynced == []
         sync()
     root = backend.root
     if os.path.exists("/proc/self/fd"):
-        assert sorted(synced) == sorted(str(p) for p in (root / "ds/x/1.bin", root / "ds/y/3.bin",
+        assert sorted(fsynced) == sorted(str(p) for p in (root / "ds/x/1.bin", root / "ds/y/3.bin",
                                                            root / "ds/x", root / "ds/y"))
     else:
-        assert len(synced) == 4
+        assert len(fsynced) == 4
