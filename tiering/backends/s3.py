@@ -273,7 +273,7 @@ class S3Backend:
         verify_tls: bool | str = True,
         addressing_style: str = "path",
         multipart_threshold: int = 64 * MiB,
-        part_size: int = 64 * MiB,
+        part_size: int = 8 * MiB,
         part_workers: int = 4,
         max_pool_connections: int = 32,
         retries: int = 4,
