@@ -8,8 +8,8 @@ Where the filesystem keeps no user xattrs (some NFS and FUSE mounts), metadata l
 ``root/.tiering-meta/<key>.json`` instead; reads look at both.
 
 A job that records its copies in the catalog in batches may open :meth:`FileBackend.batched_sync` over its
-keys: small files written there are not fsynced one by one, and the job syncs the filesystem once before
-each batch it records (an fsync per 16 KiB file costs more than the file's write).
+keys: files up to ``BATCHED_SYNC_MAX`` written there are not fsynced one by one, and the job syncs the
+filesystem once before each batch it records (an fsync per 16 KiB file costs more than the file's write).
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ CHUNK = 1024 * 1024
 #: from 47% of the restore's CPU to 12%); 32, 64 and 256 KiB slices measured alike
 WRITE_SLICE = 128 * 1024
 #: inside ``batched_sync``, files up to this size wait for the batch's sync. 5,000 x 16 KiB on 32 threads:
-#: an fsync each took 0.94-1.32 s and 1.1-1.9 kernel CPU-s, one syncfs after them all 0.52-0.57 s and 0.5-0.6;
-#: for 1 MiB files the fsync of each was the faster (1,000 x 1 MiB: 0.45-0.50 s against 0.64 s)
-BATCHED_SYNC_MAX = 256 * 1024
+#: an fsync each took 0.94-1.32 s and 1.1-1.9 kernel CPU-s, one syncfs after them all 0.52-0.57 s and 0.5-0.6.
+#: 1,000 x 1 MiB restored to ext4, alternating in one run: an fsync each 3.3-3.8 s (4.0-4.3 CPU-s), batched
+#: 2.7-2.8 s (2.5-2.6 CPU-s)
+BATCHED_SYNC_MAX = 4 * 1024 * 1024
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 #: errors that mean "this filesystem keeps no user xattrs"
 _NO_XATTRS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES})
