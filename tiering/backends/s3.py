@@ -7,11 +7,12 @@ Why the low-level client and not boto3's managed transfer: the transfer manager 
 future per chunk and re-reads nothing we need; measured here it was the slower path. ``put`` below reads the
 body strictly in order (so a hashing wrapper sees bytes in order) and uploads parts from a small bounded pool.
 
-Small requests (GET, HEAD, single PUT, multipart parts, DELETE) on a plain-http path-style endpoint go
-through :mod:`tiering.backends.s3_lean` (SigV4 by hand, pooled connections, ``UNSIGNED-PAYLOAD``): botocore
-costs ~2 ms of GIL-holding CPU per request, which caps a 2-core machine at a few hundred small objects per
-second. An endpoint that answers the lean path with 403 gets the same request again from botocore (signed
-payload); when that works, the backend stops using the lean path. ``lean_requests=False`` turns it off.
+The hot requests (GET, HEAD, single PUT, multipart uploads and their parts, DELETE, DeleteObjects) on a
+plain-http path-style endpoint go through :mod:`tiering.backends.s3_lean` (SigV4 by hand, pooled
+connections, ``UNSIGNED-PAYLOAD``): botocore costs ~2 ms of GIL-holding CPU per request, which caps a
+2-core machine at a few hundred small objects per second, and ~0.2 s to load and build a client. An
+endpoint that answers the lean path with 403 gets the same request again from botocore (signed payload);
+when that works, the backend stops using the lean path. ``lean_requests=False`` turns it off.
 
 This is the only module that imports botocore exceptions; every vendor error leaves it translated to the
 tree in :mod:`tiering.errors`, with the cause chained (``raise ... from exc``):
@@ -152,32 +153,53 @@ def _delete_objects_xml(keys: Iterable[str]) -> bytes:
             f"{objects}</Delete>").encode()
 
 
-def _s3_error(code: str, message: str) -> ClientError:
-    """An S3 error code and message read from a DeleteObjects answer, as botocore would raise them."""
-    return ClientError({"Error": {"Code": code, "Message": message}, "ResponseMetadata": {}}, "DeleteObjects")
+def _complete_multipart_xml(parts: Iterable[Mapping[str, Any]]) -> bytes:
+    """The body of a CompleteMultipartUpload request for ``parts`` (PartNumber, ETag, ChecksumCRC32 if any)."""
+    items = "".join(
+        f"<Part><PartNumber>{int(p['PartNumber'])}</PartNumber><ETag>{xml_escape(str(p['ETag']))}</ETag>"
+        + (f"<ChecksumCRC32>{xml_escape(str(p['ChecksumCRC32']))}</ChecksumCRC32>" if "ChecksumCRC32" in p else "")
+        + "</Part>"
+        for p in parts
+    )
+    return (f'<?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUpload xmlns="{_S3_XMLNS}">{items}'
+            "</CompleteMultipartUpload>").encode()
+
+
+def _s3_error(code: str, message: str, operation: str = "DeleteObjects") -> ClientError:
+    """An S3 error code and message read from an answer's document, as botocore would raise them."""
+    return ClientError({"Error": {"Code": code, "Message": message}, "ResponseMetadata": {}}, operation)
+
+
+def _xml_local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _xml_text(node: ElementTree.Element, name: str) -> str:
+    """The text of ``node``'s first child named ``name`` (any namespace), or ""."""
+    for child in node:
+        if _xml_local(child.tag) == name:
+            return child.text or ""
+    return ""
+
+
+def _answer_root(document: bytes, operation: str) -> ElementTree.Element:
+    """The root element of an XML answer. An error document (some servers send those with status 200, after
+    whitespace sent to keep the connection open) or no XML at all raises ``ClientError``."""
+    try:
+        root = ElementTree.fromstring(document.lstrip())
+    except ElementTree.ParseError as exc:
+        raise _s3_error("InternalError", f"unreadable {operation} answer: {exc}", operation) from exc
+    if _xml_local(root.tag) == "Error":
+        raise _s3_error(_xml_text(root, "Code"), _xml_text(root, "Message"), operation)
+    return root
 
 
 def _delete_objects_errors(document: bytes) -> list[tuple[str, str, str]]:
     """(key, code, message) of each ``Error`` in a DeleteObjects answer. An answer that is an error document
-    itself (some servers send those with status 200) or no XML at all raises ``ClientError``."""
-    try:
-        root = ElementTree.fromstring(document)
-    except ElementTree.ParseError as exc:
-        raise _s3_error("InternalError", f"unreadable DeleteObjects answer: {exc}") from exc
-
-    def local(tag: str) -> str:
-        return tag.rpartition("}")[2]
-
-    def text(node: ElementTree.Element, name: str) -> str:
-        for child in node:
-            if local(child.tag) == name:
-                return child.text or ""
-        return ""
-
-    if local(root.tag) == "Error":
-        raise _s3_error(text(root, "Code"), text(root, "Message"))
-    return [(text(node, "Key"), text(node, "Code"), text(node, "Message"))
-            for node in root if local(node.tag) == "Error"]
+    itself or no XML at all raises ``ClientError``."""
+    root = _answer_root(document, "DeleteObjects")
+    return [(_xml_text(node, "Key"), _xml_text(node, "Code"), _xml_text(node, "Message"))
+            for node in root if _xml_local(node.tag) == "Error"]
 
 
 class _Prefixed:
@@ -705,11 +727,7 @@ class S3Backend:
         part_size = self.part_size
         if size is not None:
             part_size = max(part_size, -(-size // MAX_PARTS))
-        create_args = self._write_args(metadata)
-        if wire == "crc32":  # declared up front: the parts' CRCs then travel with CompleteMultipartUpload
-            create_args["ChecksumAlgorithm"] = "CRC32"
-        created = self._call("create_multipart_upload", key, Key=full, **create_args)
-        upload_id = str(created["UploadId"])
+        upload_id = self._create_multipart(key, full, metadata, wire)
         pool = ThreadPoolExecutor(max_workers=self.part_workers, thread_name_prefix="tiering-s3-part")
         in_flight: set[Future[dict[str, Any]]] = set()
         parts: list[dict[str, Any]] = []
@@ -740,8 +758,7 @@ class S3Backend:
             parts.sort(key=lambda p: int(p["PartNumber"]))
             if hasher is not None:
                 self._check_content(key, hasher, content_xxh3)  # refused: the upload is aborted below
-            self._call("complete_multipart_upload", key, Key=full, UploadId=upload_id,
-                       MultipartUpload={"Parts": parts})
+            self._complete_multipart(key, full, upload_id, parts)
         except BaseException:
             # let running parts settle first: a part landing after the abort could recreate the upload
             pool.shutdown(wait=True, cancel_futures=True)
@@ -749,6 +766,60 @@ class S3Backend:
             raise
         finally:
             pool.shutdown(wait=True)
+
+    def _create_multipart(self, key: str, full: str, metadata: Mapping[str, str] | None, wire: str) -> str:
+        """Start a multipart upload of ``full``; returns its upload id."""
+        headers = {f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}
+        if self.storage_class:
+            headers["x-amz-storage-class"] = self.storage_class
+        if wire == "crc32":  # declared up front: the parts' CRCs then travel with CompleteMultipartUpload
+            headers["x-amz-checksum-algorithm"] = "CRC32"
+        root = self._lean_document("create_multipart_upload", key, "POST", full, query={"uploads": ""},
+                                   headers=headers)
+        if root is None:
+            create_args = self._write_args(metadata)
+            if wire == "crc32":
+                create_args["ChecksumAlgorithm"] = "CRC32"
+            created = self._call("create_multipart_upload", key, Key=full, **create_args)
+            self._after_refusal()
+            return str(created["UploadId"])
+        upload_id = _xml_text(root, "UploadId")
+        if not upload_id:
+            raise PermanentBackendError(f"{key}: the endpoint started a multipart upload without naming it "
+                                        "(no UploadId in its answer)", backend=self.url, key=key)
+        return upload_id
+
+    def _complete_multipart(self, key: str, full: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+        root = self._lean_document(
+            "complete_multipart_upload", key, "POST", full, query={"uploadId": upload_id},
+            headers={"content-type": "application/xml"}, body=_complete_multipart_xml(parts),
+        )
+        if root is None:
+            self._call("complete_multipart_upload", key, Key=full, UploadId=upload_id,
+                       MultipartUpload={"Parts": parts})
+            self._after_refusal()
+
+    def _lean_document(
+        self, op: str, key: str, method: str, full: str, *, query: Mapping[str, str],
+        headers: Mapping[str, str] | None = None, body: bytes | None = None,
+    ) -> ElementTree.Element | None:
+        """Send a request whose answer is an XML document on the lean path and return the document's root;
+        None when botocore must send it. An error document sent with status 200 is an error."""
+        answer = self._via_lean(op, key, lambda c: c.request(method, self.bucket, full, query=query,
+                                                             headers=headers, body=body, stream=True))
+        if answer is _USE_BOTOCORE:
+            return None
+        try:
+            document = answer.read()
+        except LeanConnectionError as exc:
+            cause = ConnectionClosedError(endpoint_url=self.endpoint_url or "", error=str(exc))
+            raise self._translate(cause, op=op, key=key) from cause
+        finally:
+            answer.close()
+        try:
+            return _answer_root(document, op)
+        except ClientError as exc:
+            raise self._translate(exc, op=op, key=key) from exc
 
     def _upload_part(self, key: str, upload_id: str, number: int, data: bytes, wire: str) -> dict[str, Any]:
         full = self._full(key)
@@ -772,8 +843,13 @@ class S3Backend:
         return part
 
     def _abort_quietly(self, key: str, upload_id: str) -> None:
+        full = self._full(key)
         try:
-            self._call("abort_multipart_upload", key, Key=self._full(key), UploadId=upload_id)
+            answer = self._via_lean("abort_multipart_upload", key, lambda c: c.request(
+                "DELETE", self.bucket, full, query={"uploadId": upload_id}))
+            if answer is _USE_BOTOCORE:
+                self._call("abort_multipart_upload", key, Key=full, UploadId=upload_id)
+                self._after_refusal()
         except BackendError as exc:
             # the original failure matters more; abort_incomplete() sweeps what is left
             log.warning("could not abort multipart upload of %s on %s: %s", key, self.url, exc)

@@ -8,10 +8,10 @@ plain-http endpoints. This path signs with a cached SigV4 key and sends ``UNSIGN
 xxh3-128 verification is the integrity check that counts; SeaweedFS does not even check a signed payload's
 hash), which costs ~0.2 ms per request.
 
-Scope: GET (ranged or whole), HEAD, PUT (single object and multipart parts), DELETE, DeleteObjects (a POST
-whose XML the caller writes and reads), on a plain-http
-endpoint with path-style addressing and static credentials. Everything else (listing, multipart
-create/complete/abort, buckets, restores, TLS endpoints, AWS itself) stays on botocore. This module never
+Scope: GET (ranged or whole), HEAD, PUT (single object and multipart parts), DELETE, and the POSTs whose
+XML the caller writes and reads (DeleteObjects, multipart create and complete), on a plain-http endpoint
+with path-style addressing and static credentials. Everything else (listing, buckets, restores, TLS
+endpoints, AWS itself) stays on botocore. This module never
 imports botocore: it raises :class:`LeanHTTPError` (an error answer) and :class:`LeanConnectionError`
 (no answer); :mod:`tiering.backends.s3` turns both into our error tree, through the same translation as
 botocore's errors.
