@@ -42,7 +42,7 @@ CHUNK = 1024 * 1024
 WRITE_SLICE = 128 * 1024
 #: inside ``batched_sync``, files up to this size wait for the batch's sync. 5,000 x 16 KiB on 32 threads:
 #: an fsync each took 0.94-1.32 s and 1.1-1.9 kernel CPU-s, one syncfs after them all 0.52-0.57 s and 0.5-0.6.
-#: 1,000 x 1 MiB restored to ext4, alternating in one run: an fsync each 3.3-3.8 s (4.0-4.3 CPU-s), batched
+#: 1,000 x 1 MiB restored to ext4, alternating in one run: an fsync each 3.3-3.8 s (3.8-4.4 CPU-s), batched
 #: 2.7-2.8 s (2.5-2.6 CPU-s)
 BATCHED_SYNC_MAX = 4 * 1024 * 1024
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
