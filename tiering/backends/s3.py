@@ -197,7 +197,11 @@ def _answer_root(document: bytes, operation: str) -> ElementTree.Element:
 def _delete_objects_errors(document: bytes) -> list[tuple[str, str, str]]:
     """(key, code, message) of each ``Error`` in a DeleteObjects answer. An answer that is an error document
     itself or no XML at all raises ``ClientError``."""
-    root = _answer_root(document, "DeleteObjects")
+    return _errors_in(_answer_root(document, "DeleteObjects"))
+
+
+def _errors_in(root: ElementTree.Element) -> list[tuple[str, str, str]]:
+    """(key, code, message) of each ``Error`` under a DeleteObjects answer's root."""
     return [(_xml_text(node, "Key"), _xml_text(node, "Code"), _xml_text(node, "Message"))
             for node in root if _xml_local(node.tag) == "Error"]
 
@@ -809,6 +813,10 @@ class S3Backend:
                                                              headers=headers, body=body, stream=True))
         if answer is _USE_BOTOCORE:
             return None
+        return self._read_document(answer, op=op, key=key, operation=op)
+
+    def _read_document(self, answer: Any, *, op: str, key: str, operation: str) -> ElementTree.Element:
+        """Read a lean answer's XML document to its end and return its root, errors translated as ``op``'s."""
         try:
             document = answer.read()
         except LeanConnectionError as exc:
@@ -817,7 +825,7 @@ class S3Backend:
         finally:
             answer.close()
         try:
-            return _answer_root(document, op)
+            return _answer_root(document, operation)
         except ClientError as exc:
             raise self._translate(exc, op=op, key=key) from exc
 
@@ -1006,17 +1014,7 @@ class S3Backend:
             raise
         if answer is _USE_BOTOCORE:
             return None
-        try:
-            document = answer.read()
-        except LeanConnectionError as exc:
-            cause = ConnectionClosedError(endpoint_url=self.endpoint_url or "", error=str(exc))
-            raise self._translate(cause, op="delete_objects", key="") from cause
-        finally:
-            answer.close()
-        try:
-            return _delete_objects_errors(document)
-        except ClientError as exc:
-            raise self._translate(exc, op="delete_objects", key="") from exc
+        return _errors_in(self._read_document(answer, op="delete_objects", key="", operation="DeleteObjects"))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` (relative to the backend prefix) in key order, one page at a time.
