@@ -240,12 +240,14 @@ def tiers(c: Context, json_out: bool) -> None:
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="A tag; repeat for more.")
 @click.option("--adopt", is_flag=True,
               help="SOURCE is an s3:// or file:// prefix already inside a tier: register in place, no copy.")
+@click.option("--follow-links", is_flag=True,
+              help="Register what symbolic links point to (even outside SOURCE) instead of the links themselves.")
 @json_option
 @progress_option
 @pass_ctx
 def register(
     c: Context, source: str, name: str, version: str, kind: str, tier: str | None, owner: str,
-    tags: tuple[str, ...], adopt: bool, json_out: bool, progress: bool | None,
+    tags: tuple[str, ...], adopt: bool, follow_links: bool, json_out: bool, progress: bool | None,
 ) -> None:
     """Register SOURCE (a local directory or file, or with --adopt an existing prefix) as NAME@VERSION.
 
@@ -259,7 +261,7 @@ def register(
     app = c.app()
     with progress_display(f"register {name}@{version}", _show_progress(json_out, progress)) as prog:
         result = do_register(app, source, name=name, version=version, kind=kind, tier=tier, owner=owner,
-                             tags=_parse_tags(tags), adopt=adopt, progress=prog)
+                             tags=_parse_tags(tags), adopt=adopt, progress=prog, follow_links=follow_links)
     if json_out:
         emit_json(result)
     elif result.already_registered:
@@ -306,7 +308,7 @@ def show(c: Context, args: tuple[str, ...], out: str | None, member_limit: int, 
 
     For a dataset: files, bytes, home tier, replicas per tier and state, digests, move jobs and history.
     """
-    from tiering.jobs import read_member
+    from tiering.jobs import member_attributes, read_member
     from tiering.jobs import show as do_show
 
     app = c.app()
@@ -321,6 +323,12 @@ def show(c: Context, args: tuple[str, ...], out: str | None, member_limit: int, 
             tmp = Path(out + ".part")
             with open(tmp, "wb") as fh:
                 n = read_member(app, args[1], args[2], fh)
+            # the file comes back as it was registered: its permission bits and modification time
+            mode, mtime_ns = member_attributes(app, args[1], args[2])
+            if mode is not None:
+                os.chmod(tmp, mode)
+            if mtime_ns is not None:
+                os.utime(tmp, ns=(mtime_ns, mtime_ns))
             os.replace(tmp, out)
             click.echo(f"wrote {n} bytes to {out} (xxh3-128 verified)", err=True)
         return

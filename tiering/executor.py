@@ -72,6 +72,7 @@ from tiering.errors import (
 from tiering.faults import crash_armed, crash_point
 from tiering.layout import ManifestMember, build_manifest, dataset_prefix, manifest_key
 from tiering.packing import MemberSource, ShardLayout, layout_shard, plan_shards, write_shard
+from tiering.tree import apply_tree, load_entries, posix_entries, remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -758,7 +759,8 @@ class Executor:
         )
         ds = s.get_one(Dataset, job.dataset_id)
         members = s.execute(
-            select(Member.id, Member.path, Member.size, Member.xxh3, MoveStep.dst_offset)
+            select(Member.id, Member.path, Member.size, Member.xxh3, MoveStep.dst_offset, Member.mode,
+                   Member.mtime_ns)
             .join(MoveStep, MoveStep.member_id == Member.id)
             .where(in_shard)
             .order_by(MoveStep.dst_offset)
@@ -772,9 +774,10 @@ class Executor:
                        Replica.state.in_([ReplicaState.LIVE, ReplicaState.VERIFIED]))
             )
         }
-        layout = layout_shard(key, [(path, size) for _, path, size, _, _ in members])
+        layout = layout_shard(key, [(path, size) for _, path, size, _, _, _, _ in members],
+                              attrs={path: (mode, mtime) for _, path, _, _, _, mode, mtime in members})
         sources: dict[str, MemberSource] = {}
-        for (mid, path, size, xxh3, planned_offset), entry in zip(members, layout.entries, strict=True):
+        for (mid, path, size, xxh3, planned_offset, _, _), entry in zip(members, layout.entries, strict=True):
             if entry.data_offset != planned_offset:
                 raise StateError(f"{ds.label}: member {path} is planned at offset {planned_offset} of {key}, "
                                  f"but the shard layout puts it at {entry.data_offset}")
@@ -788,7 +791,7 @@ class Executor:
         new_rows = [
             {"member_id": mid, "tier_id": job.dst_tier_id, "key": key, "state": ReplicaState.COPYING,
              "shard_offset": offset}
-            for mid, _, _, _, offset in members if mid not in existing
+            for mid, _, _, _, offset, _, _ in members if mid not in existing
         ]
         if new_rows:
             s.execute(insert(Replica), new_rows)
@@ -872,22 +875,27 @@ class Executor:
                 job.src_tier_id, job.dst_tier_id
             rows = s.execute(
                 select(Member.path, Member.size, Member.xxh3, Member.md5, Member.sha256, Replica.key,
-                       Replica.shard_offset)
+                       Replica.shard_offset, Member.mode, Member.mtime_ns)
                 .outerjoin(Replica, and_(Replica.member_id == Member.id, Replica.tier_id == dst_id))
                 .where(Member.dataset_id == ds.id)
             ).all()
+            # the catalog, not the source's manifest, carries modes, times, directories and links: an
+            # archive tier's manifest cannot be read before a restore
+            entries = load_entries(s, ds.id)
             # a packed member's shard is recorded relative to the dataset's directory
             manifest = build_manifest(
                 name=ds.name, version=ds.version, kind=ds.kind, owner=ds.owner, tags=dict(ds.tags),
-                tier=dst.name, written_at=self.app.now(),
+                tier=dst.name, written_at=self.app.now(), entries=entries,
                 members=[
                     ManifestMember(p, sz, x, m5, s2, shard=key.removeprefix(ds_prefix) if off is not None else None,
-                                   offset=off)
-                    for p, sz, x, m5, s2, key, off in rows
+                                   offset=off, mode=mode, mtime_ns=mtime)
+                    for p, sz, x, m5, s2, key, off, mode, mtime in rows
                 ],
             )
+            tree = [] if dst.archive else posix_entries({r[0]: (r[7], r[8]) for r in rows}, entries)
         dst_backend = self.app.backend(dst.name)
         dst_backend.put(manifest_key(ds_prefix), io.BytesIO(manifest), size=len(manifest))
+        apply_tree(dst_backend, ds_prefix, tree)
         crash_point("before_commit")
         now = self.app.now()
         with self.app.catalog.session() as s:
@@ -946,6 +954,7 @@ class Executor:
             ).all()
             # an adopted dataset kept its own layout on the source tier until now
             src_prefix = ds.location_prefix or dataset_prefix(ds.kind, ds.name, ds.version)
+            entries = load_entries(s, ds.id)
         failures = 0
         # batches: one request per batch where the store can (DeleteObjects), one transaction per batch
         for start in range(0, len(targets), DELETE_BATCH):
@@ -980,6 +989,7 @@ class Executor:
         if failures:
             return JobState.COMMITTED
         with contextlib.suppress(TieringError):
+            remove_tree(src_backend, src_prefix, entries)
             src_backend.delete(manifest_key(src_prefix))
         crash_point("after_delete")
         with self.app.catalog.session() as s:
@@ -1006,10 +1016,13 @@ class Executor:
             ).all()
             ds = s.get_one(Dataset, job.dataset_id)
             prefix = dataset_prefix(ds.kind, ds.name, ds.version)
+            entries = load_entries(s, ds.id)
         dst_backend = self.app.backend(dst.name)
         delete_keys(dst_backend, (key for _rid, key in leftovers))
         with contextlib.suppress(TieringError):
             dst_backend.abort_incomplete(prefix)
+        with contextlib.suppress(TieringError):
+            remove_tree(dst_backend, prefix, entries)
         now = self.app.now()
         with self.app.catalog.session() as s:
             s.execute(delete(Replica).where(Replica.id.in_([r[0] for r in leftovers])))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -25,7 +24,7 @@ from tiering.access import record_read
 from tiering.app import App
 from tiering.backends.base import Backend, Location, ReadStream, read_up_to
 from tiering.backends.file import FileBackend
-from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, Replica, Tier
+from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, Replica, Tier, TreeEntry
 from tiering.catalog.states import TRUSTED_REPLICA_STATES, ReplicaState
 from tiering.catalog.usage import tier_usage as counted_tier_usage
 from tiering.copier import Copier, CopyItem, Progress
@@ -40,6 +39,7 @@ from tiering.executor import Executor, JobOutcome
 from tiering.hashing import CHUNK_SIZE, Digests, hash_stream
 from tiering.layout import (
     MANIFEST_DIR,
+    ManifestEntry,
     ManifestMember,
     build_manifest,
     check_kind,
@@ -50,6 +50,7 @@ from tiering.layout import (
     manifest_key,
     parse_label,
 )
+from tiering.tree import apply_tree, posix_entries, scan_directory, scan_file, tree_rows
 
 ProgressFactory = Callable[[str, Progress], Any]
 
@@ -96,28 +97,30 @@ class _SourceFile:
     path: str  # member path
     size: int
     key: str  # key in the source backend
+    mode: int | None = None  # permission bits of a local file
+    mtime_ns: int | None = None
 
 
-def _scan_local(source: Path) -> tuple[FileBackend, list[_SourceFile]]:
-    if not source.exists():
+def _scan_local(
+    source: Path, *, follow_links: bool = False,
+) -> tuple[FileBackend, list[_SourceFile], list[ManifestEntry]]:
+    """The files, directories and links of a local source (see :func:`tiering.tree.scan_directory` for what
+    is refused)."""
+    if not source.exists() and not source.is_symlink():
         raise PathNotFound(str(source))
-    if source.is_file():
-        root = source.parent
-        files = [_SourceFile(source.name, source.stat().st_size, source.name)]
-    else:
+    entries: list[ManifestEntry] = []
+    if source.is_dir():
         root = source
-        files = []
-        for dirpath, dirnames, filenames in os.walk(source):
-            dirnames[:] = sorted(d for d in dirnames if d != MANIFEST_DIR)
-            for fn in sorted(filenames):
-                full = Path(dirpath) / fn
-                if not full.is_file():
-                    continue
-                rel = full.relative_to(source).as_posix()
-                files.append(_SourceFile(check_member_path(rel), full.stat().st_size, rel))
+        tree = scan_directory(source, follow_links=follow_links)
+        files = [_SourceFile(f.path, f.size, f.path, f.mode, f.mtime_ns) for f in tree.files]
+        entries = tree.entries
+    else:
+        root = source.parent
+        f = scan_file(source)
+        files = [_SourceFile(f.path, f.size, f.path, f.mode, f.mtime_ns)]
     if not files:
         raise UsageError(f"{source} holds no files to register")
-    return FileBackend(root, fsync=False), files
+    return FileBackend(root, fsync=False), files, entries
 
 
 #: registering local files keeps the bytes the hashing pass read of files up to this size for the upload
@@ -234,6 +237,7 @@ def register(
     tags: dict[str, str] | None = None,
     adopt: bool = False,
     progress: Progress | None = None,
+    follow_links: bool = False,
 ) -> RegisterResult:
     """Register ``source`` as ``name@version``.
 
@@ -241,6 +245,10 @@ def register(
     With ``adopt``, an ``s3://`` or ``file://`` prefix already inside a configured tier is registered in
     place: its objects are read and hashed, not copied. Registering the same name@version again is a
     no-op when the content is identical and :class:`DatasetExists` otherwise.
+
+    A local directory's file modes and times, directories and symbolic links are recorded too; a link that
+    leads outside the directory, a FIFO, a socket or a device is refused (:class:`UsageError`) before
+    anything is uploaded. ``follow_links`` reads what every link points to instead, wherever it is.
     """
     check_name(name)
     check_name(version, "version")
@@ -260,13 +268,14 @@ def register(
         ]
         if not files:
             raise PathNotFound(source)
+        tree_entries: list[ManifestEntry] = []
     else:
         if source.startswith(("s3://", "file://")):
             raise UsageError(f"{source}: to register objects already on a tier in place, add --adopt")
         if tier is None:
             tier = app.config.tiers_by_rank()[0]
         app.config.tier(tier)
-        src_backend, files = _scan_local(Path(source).expanduser())
+        src_backend, files, tree_entries = _scan_local(Path(source).expanduser(), follow_links=follow_links)
         rel_prefix = ""
     workers = app.config.transfer.workers
     digests, kept = _hash_all(src_backend, files, workers, local=not adopt)
@@ -319,18 +328,25 @@ def register(
             raise
     manifest = build_manifest(
         name=name, version=version, kind=kind, owner=owner, tags=tags, tier=tier, written_at=app.now(),
-        members=[ManifestMember(f.path, f.size, digests[f.path].xxh3) for f in files],
+        members=[ManifestMember(f.path, f.size, digests[f.path].xxh3, mode=f.mode, mtime_ns=f.mtime_ns)
+                 for f in files],
+        entries=tree_entries,
     )
     dst_backend.put(manifest_key(prefix), io.BytesIO(manifest), size=len(manifest))
+    if not app.config.tier(tier).archive:  # a directory tier holds the tree as registered
+        apply_tree(dst_backend, prefix, posix_entries({f.path: (f.mode, f.mtime_ns) for f in files}, tree_entries))
 
     now = app.now()
     with app.catalog.session() as s:
         ds = s.get_one(Dataset, dataset_id)
         member_rows = [
-            {"dataset_id": dataset_id, "path": f.path, "size": f.size, "xxh3": digests[f.path].xxh3}
+            {"dataset_id": dataset_id, "path": f.path, "size": f.size, "xxh3": digests[f.path].xxh3,
+             "mode": f.mode, "mtime_ns": f.mtime_ns}
             for f in files
         ]
         s.execute(insert(Member), member_rows)
+        if tree_entries:
+            s.execute(insert(TreeEntry), tree_rows(dataset_id, tree_entries))
         ids = dict(s.execute(select(Member.path, Member.id).where(Member.dataset_id == dataset_id)).all())
         s.execute(
             insert(Replica),
@@ -706,6 +722,10 @@ def read_member(app: App, label: str, path: str, out: io.RawIOBase | Any) -> int
         ds = find_dataset(s, label)
         m = s.scalars(select(Member).where(Member.dataset_id == ds.id, Member.path == path)).first()
         if m is None:
+            link = s.scalars(select(TreeEntry).where(TreeEntry.dataset_id == ds.id, TreeEntry.path == path,
+                                                      TreeEntry.kind == "link")).first()
+            if link is not None:
+                raise UsageError(f"{ds.label}:{path} is a symbolic link to {link.target}: read what it points to")
             raise PathNotFound(f"{ds.label}:{path}")
         rep = s.scalars(
             select(Replica).join(Tier, Tier.id == Replica.tier_id)
@@ -738,6 +758,17 @@ def read_member(app: App, label: str, path: str, out: io.RawIOBase | Any) -> int
         raise CorruptedCopy(f"{where} (member {path} of {ds_label})", "reader", expected,
                             f"{digests.xxh3} ({digests.size} bytes)")
     return digests.size
+
+
+def member_attributes(app: App, label: str, path: str) -> tuple[int | None, int | None]:
+    """A member's recorded permission bits and modification time (ns), each None when not known."""
+    with app.catalog.session() as s:
+        ds = find_dataset(s, label)
+        row = s.execute(select(Member.mode, Member.mtime_ns)
+                        .where(Member.dataset_id == ds.id, Member.path == path)).first()
+        if row is None:
+            raise PathNotFound(f"{ds.label}:{path}")
+        return row[0], row[1]
 
 
 def iter_labels(app: App) -> Iterable[str]:

@@ -79,6 +79,21 @@ class ManifestMember:
     #: on a packed archive tier: the shard object holding this member, and where
     shard: str | None = None
     offset: int | None = None
+    #: permission bits and modification time (ns since the epoch) of the registered file, when known
+    mode: int | None = None
+    mtime_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """A directory (``kind="dir"``) or symbolic link (``kind="link"``, to ``target`` relative to the link's
+    directory) of a dataset: no bytes, listed in the manifest beside the members."""
+
+    path: str
+    kind: str
+    target: str | None = None
+    mode: int | None = None
+    mtime_ns: int | None = None
 
 
 def content_digest(members: Iterable[tuple[str, int, str]]) -> str:
@@ -97,7 +112,14 @@ def build_manifest(
     tier: str,
     members: Iterable[ManifestMember],
     written_at: dt.datetime,
+    entries: Iterable[ManifestEntry] = (),
 ) -> bytes:
+    """The manifest of one dataset copy (JSON, format 1).
+
+    Members carry ``mode`` (octal text, ``"0755"``) and ``mtime_ns`` when known; ``dirs`` and ``links``
+    (present only when the dataset has any) list its directories and symbolic links. Readers of format 1
+    that do not know these keys still read the members as before.
+    """
     items: list[dict[str, Any]] = []
     for m in sorted(members, key=lambda m: m.path):
         entry: dict[str, Any] = {"path": m.path, "size": m.size, "xxh3_128": m.xxh3}
@@ -108,7 +130,18 @@ def build_manifest(
         if m.shard:
             entry["shard"] = m.shard
             entry["offset"] = m.offset
+        _put_attrs(entry, m.mode, m.mtime_ns)
         items.append(entry)
+    dirs: list[dict[str, Any]] = []
+    links: list[dict[str, Any]] = []
+    for e in sorted(entries, key=lambda e: e.path):
+        item: dict[str, Any] = {"path": e.path}
+        if e.kind == "link":
+            item["target"] = e.target
+            links.append(item)
+        else:
+            dirs.append(item)
+        _put_attrs(item, e.mode, e.mtime_ns)
     doc = {
         "format": MANIFEST_FORMAT,
         "name": name,
@@ -123,7 +156,44 @@ def build_manifest(
         "content_xxh3_128": content_digest((i["path"], i["size"], i["xxh3_128"]) for i in items),
         "members": items,
     }
+    if dirs:
+        doc["dirs"] = dirs
+    if links:
+        doc["links"] = links
     return json.dumps(doc, indent=1, sort_keys=False).encode()
+
+
+def _put_attrs(item: dict[str, Any], mode: int | None, mtime_ns: int | None) -> None:
+    if mode is not None:
+        item["mode"] = f"{mode:04o}"
+    if mtime_ns is not None:
+        item["mtime_ns"] = mtime_ns
+
+
+def _mode(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    return int(str(value), 8)
+
+
+def manifest_contents(doc: dict[str, Any]) -> tuple[list[ManifestMember], list[ManifestEntry]]:
+    """The members, directories and links of a parsed manifest; a manifest written before modes, times,
+    directories and links were recorded reads with None for them and no entries."""
+    members = [
+        ManifestMember(
+            m["path"], int(m["size"]), m["xxh3_128"], m.get("md5"), m.get("sha256"), m.get("shard"),
+            m.get("offset"), _mode(m.get("mode")), m.get("mtime_ns"),
+        )
+        for m in doc.get("members", [])
+    ]
+    entries = [
+        ManifestEntry(d["path"], "dir", None, _mode(d.get("mode")), d.get("mtime_ns")) for d in doc.get("dirs", [])
+    ] + [
+        ManifestEntry(lk["path"], "link", lk["target"], None, lk.get("mtime_ns")) for lk in doc.get("links", [])
+    ]
+    return members, entries
 
 
 def parse_manifest(data: bytes) -> dict[str, Any]:

@@ -10,8 +10,10 @@ Everything about a shard's layout is a pure function of the members' paths and s
 
 * :func:`plan_shards` assigns members to shards: sorted by path, greedily, a new shard when the next member
   would take the current one past ``shard_size`` (a shard holds at least one member);
-* :func:`layout_shard` gives each member's tar header bytes and offsets (headers carry ``mtime=0``, mode
-  0644, uid/gid 0, no user names).
+* :func:`layout_shard` gives each member's tar header bytes and offsets (headers carry the member's
+  recorded mode and mtime, whole seconds, or 0644 and 0 when not known; uid/gid 0, no user names). Mode
+  and mtime fill fixed-width header fields, so a header's length, and every offset, depends on the path
+  and size alone.
 
 So the same members always land in the same shard, at the same offsets, with the same bytes around them:
 a resumed or retried move rewrites its own attempt at the same key. A dataset holding a member under
@@ -60,12 +62,19 @@ def is_shard_key(key: str) -> bool:
     return f"/{SHARD_DIR}/" in f"/{key}" and key.endswith(".tar")
 
 
-def tar_header(path: str, size: int) -> bytes:
-    """The deterministic tar header block(s) of a regular file ``path`` of ``size`` bytes."""
+#: the largest mtime (seconds) a ustar header field holds; beyond it (and before 1970) a pax record would
+#: be needed, which would change the header's length
+TAR_MTIME_MAX: Final = 8**11 - 1
+
+
+def tar_header(path: str, size: int, *, mode: int | None = None, mtime_ns: int | None = None) -> bytes:
+    """The deterministic tar header block(s) of a regular file ``path`` of ``size`` bytes, with permission
+    bits ``mode`` (0644 when None) and modification time ``mtime_ns`` (ns; whole seconds kept, clamped to
+    what a ustar field holds; 0 when None)."""
     info = tarfile.TarInfo(path)
     info.size = size
-    info.mtime = 0
-    info.mode = 0o644
+    info.mtime = 0 if mtime_ns is None else min(max(mtime_ns // 1_000_000_000, 0), TAR_MTIME_MAX)
+    info.mode = 0o644 if mode is None else mode & 0o7777
     info.type = tarfile.REGTYPE
     info.uid = info.gid = 0
     info.uname = info.gname = ""
@@ -101,9 +110,22 @@ class ShardLayout:
     size: int
 
 
-def layout_shard(name: str, members: Iterable[tuple[str, int]]) -> ShardLayout:
-    """Lay out ``(path, size)`` members in the order given, followed by the end-of-archive marker."""
-    return _layout(name, [(path, size, tar_header(path, size)) for path, size in members])
+def layout_shard(
+    name: str,
+    members: Iterable[tuple[str, int]],
+    *,
+    attrs: Mapping[str, tuple[int | None, int | None]] | None = None,
+) -> ShardLayout:
+    """Lay out ``(path, size)`` members in the order given, followed by the end-of-archive marker.
+
+    ``attrs`` gives members' ``(mode, mtime_ns)`` for their headers (see :func:`tar_header`).
+    """
+    known = attrs or {}
+    return _layout(name, [
+        (path, size, tar_header(path, size, mode=known.get(path, (None, None))[0],
+                                mtime_ns=known.get(path, (None, None))[1]))
+        for path, size in members
+    ])
 
 
 def _layout(name: str, members: Iterable[tuple[str, int, bytes]]) -> ShardLayout:

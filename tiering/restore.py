@@ -81,6 +81,7 @@ from tiering.errors import (
 from tiering.executor import Executor
 from tiering.faults import crash_point
 from tiering.layout import ManifestMember, build_manifest, dataset_prefix, manifest_key, parse_label
+from tiering.tree import apply_tree, load_entries, posix_entries, remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -718,16 +719,23 @@ def _commit_restore(app: App, job_id: int, clock: Callable[[], dt.datetime]) -> 
             return "running"
         ds = s.get_one(Dataset, job.dataset_id)
         target = s.get_one(Tier, job.dst_tier_id)
-        rows = s.execute(select(Member.path, Member.size, Member.xxh3, Member.md5, Member.sha256)
+        rows = s.execute(select(Member.path, Member.size, Member.xxh3, Member.md5, Member.sha256, Member.mode,
+                                Member.mtime_ns)
                          .where(Member.dataset_id == ds.id)).all()
+        entries = load_entries(s, ds.id)
         manifest = build_manifest(
             name=ds.name, version=ds.version, kind=ds.kind, owner=ds.owner, tags=dict(ds.tags),
-            tier=target.name, written_at=clock(),
-            members=[ManifestMember(p, sz, x, m5, s2) for p, sz, x, m5, s2 in rows],
+            tier=target.name, written_at=clock(), entries=entries,
+            members=[ManifestMember(p, sz, x, m5, s2, mode=mode, mtime_ns=mtime)
+                     for p, sz, x, m5, s2, mode, mtime in rows],
         )
         prefix = dataset_prefix(ds.kind, ds.name, ds.version)
+        tree = [] if target.archive else posix_entries({r[0]: (r[5], r[6]) for r in rows}, entries)
     # the staged copy describes itself like any other copy (removed again with it by the sweeper)
-    app.backend(target.name).put(manifest_key(prefix), io.BytesIO(manifest), size=len(manifest))
+    target_backend = app.backend(target.name)
+    target_backend.put(manifest_key(prefix), io.BytesIO(manifest), size=len(manifest))
+    # a directory tier holds the dataset as it was registered: modes, times, directories, links
+    apply_tree(target_backend, prefix, tree)
     with app.catalog.session() as s:
         job = s.get_one(MoveJob, job_id, with_for_update=True)
         if job.state != JobState.RUNNING:
@@ -924,6 +932,7 @@ def _sweep_group(
         ).all()
         label, tier_name = ds.label, tier.name
         prefix = dataset_prefix(ds.kind, ds.name, ds.version)
+        entries = load_entries(s, dataset_id)
     if kept:
         log.warning("%s on %s: %d expired staged replica(s) kept: they are the only durable verified copy",
                     label, tier_name, kept)
@@ -946,6 +955,7 @@ def _sweep_group(
             Replica.tier_id == tier_id, Replica.member_id.in_(_dataset_members(dataset_id))))
         if not left:
             with contextlib.suppress(TieringError):
+                remove_tree(backend, prefix, entries)
                 backend.delete(manifest_key(prefix))
             for req in s.scalars(select(RestoreRequest).where(
                     RestoreRequest.dataset_id == dataset_id, RestoreRequest.tier_id == tier_id,

@@ -56,6 +56,22 @@ class Location:
     path: str = ""
 
 
+@dataclass(frozen=True)
+class PosixEntry:
+    """The POSIX attributes of one path of a dataset's tree, relative to the dataset's prefix.
+
+    ``kind`` is ``"file"`` (an object already stored: its ``mode`` and ``mtime_ns``), ``"dir"`` (a directory,
+    made when missing) or ``"link"`` (a symbolic link to ``target``, relative to the link's directory).
+    ``mode`` holds permission bits (``0o755``), ``mtime_ns`` nanoseconds since the epoch; None leaves as is.
+    """
+
+    path: str
+    kind: str
+    mode: int | None = None
+    mtime_ns: int | None = None
+    target: str = ""
+
+
 class ReadStream(Protocol):
     """A file-like object opened by :meth:`Backend.open_read`."""
 
@@ -179,3 +195,20 @@ def read_up_to(body: BinaryIO | ReadStream, limit: int) -> bytes:
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
+
+
+@runtime_checkable
+class PosixTree(Protocol):
+    """A backend whose objects are files in a directory tree users read directly (a directory tier): it can
+    give a dataset's files their modes and times back, and hold its directories and symbolic links."""
+
+    def apply_tree(self, prefix: str, entries: Sequence[PosixEntry]) -> None:
+        """Make ``entries`` true under ``prefix``: modes and times of files already stored, directories
+        (made when missing), symbolic links (replacing what is at their path). Idempotent. A link whose
+        target would resolve outside ``prefix`` is refused with ``PermanentBackendError`` and not left behind.
+        """
+        ...
+
+    def remove_tree(self, prefix: str, entries: Sequence[PosixEntry]) -> None:
+        """Remove the links of ``entries`` and their directories that are empty (after the objects went)."""
+        ...

@@ -20,6 +20,7 @@ import functools
 import itertools
 import json
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import BinaryIO
 
 import xxhash
 
-from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key, delete_each
+from tiering.backends.base import Location, ObjectInfo, PosixEntry, ReadStream, check_key, delete_each
 from tiering.errors import BackendError, DigestRefused, InsufficientStorage, ObjectNotFound, PermanentBackendError
 
 META_DIR = ".tiering-meta"
@@ -341,9 +342,11 @@ class FileBackend:
                 key = key.replace(os.sep, "/")
                 if key.startswith(prefix):
                     try:
-                        found.append((key, os.stat(os.path.join(dirpath, name)).st_size))
+                        st = os.lstat(os.path.join(dirpath, name))
                     except FileNotFoundError:
                         continue
+                    if stat.S_ISREG(st.st_mode):  # a dataset's symbolic links are part of its tree, not objects
+                        found.append((key, st.st_size))
         for key, size in sorted(found):
             yield ObjectInfo(key=key, size=size, metadata=self._read_meta(key))
 
@@ -362,6 +365,92 @@ class FileBackend:
                         os.unlink(full)
                         removed += 1
         return removed
+
+    # -- the PosixTree capability: a dataset's modes, times, directories and links --------------------
+
+    def apply_tree(self, prefix: str, entries: Sequence[PosixEntry]) -> None:
+        """Give the files under ``prefix`` their modes and times, make the directories, place the links.
+
+        A tier must stay readable and removable by us: files keep owner read, directories owner rwx, on
+        top of their recorded bits. Links come after every file and directory (nothing is written through
+        them), directory times last (placing entries changes them). A link whose target is absolute, or
+        that resolves outside ``prefix``, is removed again and refused with ``PermanentBackendError``.
+        """
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        real_base = os.path.realpath(base)
+        inside: dict[str, bool] = {}
+
+        def checked(path: str) -> Path:
+            full = base / check_key(path)
+            parent = str(full.parent)
+            if parent not in inside:
+                real = os.path.realpath(parent)
+                inside[parent] = real == real_base or real.startswith(real_base + os.sep)
+            if not inside[parent]:
+                raise PermanentBackendError(f"{prefix}{path}: a parent directory leads outside {prefix}",
+                                            backend=self.url, key=prefix + path)
+            return full
+
+        dirs = sorted((e for e in entries if e.kind == "dir"), key=lambda e: e.path)
+        try:
+            for e in dirs:
+                checked(e.path).mkdir(parents=True, exist_ok=True)
+            for e in entries:
+                if e.kind == "file":
+                    full = checked(e.path)
+                    if not stat.S_ISREG(full.lstat().st_mode):
+                        raise PermanentBackendError(f"{prefix}{e.path} is not a regular file",
+                                                    backend=self.url, key=prefix + e.path)
+                    self._set_times_and_mode(full, e.mode, e.mtime_ns, extra=stat.S_IRUSR)
+            for e in entries:
+                if e.kind == "link":
+                    self._place_link(prefix, checked(e.path), e, real_base)
+            for e in reversed(dirs):
+                self._set_times_and_mode(checked(e.path), e.mode, e.mtime_ns, extra=stat.S_IRWXU)
+        except OSError as exc:
+            raise self._translate(exc, prefix) from exc
+
+    def _place_link(self, prefix: str, full: Path, entry: PosixEntry, real_base: str) -> None:
+        key = prefix + entry.path
+        if not entry.target or os.path.isabs(entry.target):
+            raise PermanentBackendError(f"{key}: link target {entry.target!r} is not a relative path",
+                                        backend=self.url, key=key)
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISLNK(full.lstat().st_mode):
+                raise PermanentBackendError(f"{key}: something other than a link is in the way",
+                                            backend=self.url, key=key)
+        full.parent.mkdir(parents=True, exist_ok=True)
+        tmp = full.parent / _tmp_name()
+        os.symlink(entry.target, tmp)
+        os.replace(tmp, full)
+        real = os.path.realpath(full)
+        if real != real_base and not real.startswith(real_base + os.sep):
+            full.unlink()
+            raise PermanentBackendError(f"{key}: link target {entry.target!r} leads outside {prefix}",
+                                        backend=self.url, key=key)
+        if entry.mtime_ns is not None:
+            with contextlib.suppress(NotImplementedError, OSError):  # not every platform sets a link's time
+                os.utime(full, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+
+    @staticmethod
+    def _set_times_and_mode(full: Path, mode: int | None, mtime_ns: int | None, *, extra: int) -> None:
+        if mode is not None:
+            os.chmod(full, (mode & 0o7777) | extra)
+        if mtime_ns is not None:
+            os.utime(full, ns=(mtime_ns, mtime_ns))
+
+    def remove_tree(self, prefix: str, entries: Sequence[PosixEntry]) -> None:
+        """Remove the links of ``entries``, then each of its directories that is empty, deepest first."""
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        for e in entries:
+            if e.kind == "link":
+                full = base / check_key(e.path)
+                with contextlib.suppress(FileNotFoundError):
+                    if stat.S_ISLNK(full.lstat().st_mode):
+                        full.unlink()
+        for e in sorted((e for e in entries if e.kind == "dir"), key=lambda e: e.path, reverse=True):
+            with contextlib.suppress(OSError):  # not empty (objects still there), or already gone
+                (base / check_key(e.path)).rmdir()
 
     def locate(self, key: str) -> Location:
         path = self.root / key if key else self.root

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, BinaryIO, TypeVar, cast
 
-from tiering.backends.base import Backend, Location, ObjectInfo, ReadStream, check_key, delete_each
+from tiering.backends.base import Backend, Location, ObjectInfo, PosixEntry, ReadStream, check_key, delete_each
 from tiering.errors import BackendError, ObjectNotFound, TransientBackendError
 
 log = logging.getLogger(__name__)
@@ -397,7 +397,7 @@ class FaultyBackend:
 class RecordedWrite:
     """One change a dry run would have made. ``size`` is the caller's hint (bytes), maybe None."""
 
-    op: str  # "put", "delete", "abort_incomplete", "request_restore"
+    op: str  # "put", "delete", "abort_incomplete", "request_restore", "apply_tree", "remove_tree"
     key: str
     size: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
@@ -463,6 +463,12 @@ class DryRunBackend:
     def ensure_bucket(self) -> bool:
         self.recorded.append(RecordedWrite("ensure_bucket", ""))
         return False
+
+    def apply_tree(self, prefix: str, entries: Sequence[PosixEntry]) -> None:
+        self.recorded.append(RecordedWrite("apply_tree", prefix, detail={"entries": len(entries)}))
+
+    def remove_tree(self, prefix: str, entries: Sequence[PosixEntry]) -> None:
+        self.recorded.append(RecordedWrite("remove_tree", prefix, detail={"entries": len(entries)}))
 
     def locate(self, key: str) -> Location:
         return self.inner.locate(key)

@@ -123,9 +123,34 @@ class Member(Base):
     xxh3: Mapped[str] = mapped_column(String(32), comment="xxh3-128 hex of the content")
     md5: Mapped[str | None] = mapped_column(String(32))
     sha256: Mapped[str | None] = mapped_column(String(64))
+    mode: Mapped[int | None] = mapped_column(
+        Integer, comment="permission bits of the registered file (0o644...); null when not known (adopted objects)"
+    )
+    mtime_ns: Mapped[int | None] = mapped_column(
+        BigInteger, comment="modification time of the registered file, ns since the epoch; null when not known"
+    )
 
     dataset: Mapped[Dataset] = relationship(back_populates="members")
     replicas: Mapped[list[Replica]] = relationship(back_populates="member")
+
+
+class TreeEntry(Base):
+    """A directory or symbolic link of a registered dataset: no bytes to move, restored where a tier or an
+    output is a directory tree. Every directory is recorded (so empty ones come back), and every link
+    whose target stays inside the dataset."""
+
+    __tablename__ = "tree_entries"
+    __table_args__ = (UniqueConstraint("dataset_id", "path", name="uq_tree_entries_dataset_path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(1024), comment="relative path inside the dataset")
+    kind: Mapped[str] = mapped_column(String(8), comment="dir | link")
+    target: Mapped[str | None] = mapped_column(
+        String(4096), comment="a link's target, relative to the link's directory and inside the dataset"
+    )
+    mode: Mapped[int | None] = mapped_column(Integer, comment="a directory's permission bits")
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger, comment="ns since the epoch")
 
 
 class Replica(Base):
