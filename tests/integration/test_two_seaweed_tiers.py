@@ -183,3 +183,34 @@ def test_init_creates_missing_buckets_and_tiers_report_usage(
         assert hot["free_bytes"] == 2**30 - hot["used_bytes"]
     finally:
         seaweed.remove_bucket(name)
+
+
+def test_modes_times_links_and_empty_directories_survive_a_move_to_seaweed_and_back_to_a_directory_tier(
+    tmp_path: Path, s3_tiers: dict[str, Any]
+) -> None:
+    from posix_tree_helpers import check_tree, make_source
+
+    from tiering.layout import manifest_contents, parse_manifest
+
+    want = make_source(tmp_path / "src")
+    tiers = {"hot": {"rank": 0, "backend": (tmp_path / "nvme").as_uri()},  # a directory, then two S3 servers
+             "warm": {**s3_tiers["hot"], "rank": 1}, "cold": {**s3_tiers["warm"], "rank": 2}}
+    app = open_app(workspace_config(tmp_path, tiers=tiers))
+    on_disk = tmp_path / "nvme/dataset/d/1"
+    try:
+        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        check_tree(on_disk, want)
+        assert jobs.move(app, "d@1", to="warm").state == "done"
+        assert not (tmp_path / "nvme/dataset").exists()
+        assert jobs.move(app, "d@1", to="cold").state == "done"
+        stream = app.backend("cold").open_read("dataset/d/1/_tiering/manifest.json")
+        members, entries = manifest_contents(parse_manifest(stream.read()))
+        stream.close()
+        assert {m.path: (m.mode, m.mtime_ns) for m in members} == {
+            rel: (want["modes"][rel], want["mtimes"][rel]) for rel in want["files"]}
+        assert {e.path for e in entries if e.kind == "link"} == {"latest", "tools", "secret/abs-link"}
+        assert jobs.move(app, "d@1", to="hot").state == "done"
+        check_tree(on_disk, want)  # the directory tier has it back as it was registered
+        assert jobs.verify(app, "d@1").ok
+    finally:
+        app.close()
