@@ -310,7 +310,7 @@ def test_small_local_files_are_hashed_on_one_thread_unless_their_storage_keeps_i
     tmp_path: Path, wait: float,
 ) -> None:
     bodies = make_tree(tmp_path / "data", 300, max_size=5000)
-    inner, files = jobs._scan_local(tmp_path / "data")
+    inner, files, _entries = jobs._scan_local(tmp_path / "data")
     readers = []
     for _ in range(3):  # the choice is measured: a preempted first task may pick threads; one of three will not
         slow = _SlowStorage(inner, wait)
