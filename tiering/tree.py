@@ -94,7 +94,8 @@ def scan_directory(root: Path, *, follow_links: bool = False) -> ScannedTree:
         rel_parent = "" if rel_dir == "." else rel_dir
         real_dir = os.path.realpath(dirpath)
         keep_dirs: list[str] = []
-        for name in sorted(n for n in dirnames + filenames if n != MANIFEST_DIR):
+        # a directory named like ours is not part of a dataset (a file of that name is, as before)
+        for name in sorted([d for d in dirnames if d != MANIFEST_DIR] + filenames):
             full = Path(dirpath) / name
             rel = Path(rel_parent, name).as_posix()
             st = os.lstat(full)

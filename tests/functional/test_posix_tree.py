@@ -22,7 +22,7 @@ from tiering.app import App
 from tiering.cli import main
 from tiering.errors import UsageError
 from tiering.layout import ManifestEntry, ManifestMember, build_manifest, manifest_contents, parse_manifest
-from tiering.restore import dispatch_restores, request_restore
+from tiering.restore import dispatch_restores, request_restore, sweep_expired
 
 PACKED_COLD = {"archive": "packed", "pack_threshold": "40KB", "shard_size": "200KB"}
 PREFIX = "dataset/d/1/"
@@ -156,6 +156,11 @@ def test_modes_times_links_and_empty_directories_survive_hot_warm_cold_packed_an
     check_tree(hot, want)
     hot_manifest = parse_manifest((hot / "_tiering/manifest.json").read_bytes())
     assert {lk["path"] for lk in hot_manifest["links"]} == {"latest", "tools", "secret/abs-link"}
+    clock = app.clock
+    assert isinstance(clock, FixedClock)
+    clock.advance(days=4)
+    assert sweep_expired(app).removed  # the expired staged copy goes with its links and directories
+    assert not (tmp_path / "tiers/hot/dataset").exists()
 
     assert jobs.move(app, "d@1", to="warm").state == "done"
     check_tree(warm, want)
