@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -559,7 +560,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
     except TieringError as exc:
         if os.environ.get("TIERING_DEBUG"):
-            raise
+            traceback.print_exc()  # the traceback is added; the exit code stays the error's
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:

@@ -114,10 +114,19 @@ class DatasetExists(ConflictError):
 
 
 class MoveInProgress(ConflictError):
-    def __init__(self, label: str, job_id: int) -> None:
+    """``label`` has an unfinished job; ``purpose`` is that job's (``move`` or ``restore``), which says what
+    finishes it: `tiering resume` for a move, the restore dispatcher for a restore."""
+
+    def __init__(self, label: str, job_id: int, *, purpose: str = "move") -> None:
         self.label = label
         self.job_id = job_id
-        super().__init__(f"dataset {label} has an unfinished move job {job_id}; run `tiering resume` first")
+        self.purpose = purpose
+        if purpose == "restore":
+            what = ("a restore is under way; wait for it (`tiering restores`) or finish it now with "
+                    "`tiering restores --dispatch`")
+        else:
+            what = "run `tiering resume` first"
+        super().__init__(f"dataset {label} has an unfinished {purpose} job {job_id}; {what}")
 
 
 class LockHeld(ConflictError):

@@ -261,13 +261,13 @@ class Executor:
             dst = s.scalars(select(Tier).where(Tier.name == dst_tier)).one()
             if ds.home_tier_id == dst.id:
                 raise UsageError(f"{ds.label} is already on tier {dst_tier}")
-            busy = s.scalars(
-                select(MoveJob.id).where(
+            busy = s.execute(
+                select(MoveJob.id, MoveJob.purpose).where(
                     MoveJob.dataset_id == ds.id, MoveJob.state.in_([str(x) for x in UNFINISHED_JOB_STATES])
                 )
             ).first()
             if busy is not None:
-                raise MoveInProgress(ds.label, busy)
+                raise MoveInProgress(ds.label, busy.id, purpose=busy.purpose)
             prefix = dataset_prefix(ds.kind, ds.name, ds.version)
             job = MoveJob(
                 dataset_id=ds.id, src_tier_id=ds.home_tier_id, dst_tier_id=dst.id, purpose=purpose,
