@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session
 from tiering.app import App
 from tiering.backends.base import Backend, ReadStream, delete_keys
 from tiering.catalog.db import dialect_insert
+from tiering.catalog.leader import LeaderFence, check_fence
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, MoveStep, Replica, Tier
 from tiering.catalog.states import (
     TRUSTED_REPLICA_STATES,
@@ -250,11 +251,17 @@ class Executor:
         reason: str = "manual",
         purpose: str = "move",
         policy_run_id: int | None = None,
+        fence: LeaderFence | None = None,
     ) -> int:
-        """Write a move job and one planned step per member. Nothing is copied yet."""
+        """Write a move job and one planned step per member. Nothing is copied yet.
+
+        ``fence``: the job is a leader's work; it is written only while that leader's epoch is current
+        (else :class:`~tiering.errors.NotLeader`, and nothing is written).
+        """
         self.app.config.tier(dst_tier)
         now = self.app.now()
         with self.app.catalog.session() as s:
+            check_fence(s, fence)
             ds = s.get(Dataset, dataset_id, with_for_update=True)
             if ds is None:
                 raise DatasetNotFound(str(dataset_id))
