@@ -237,12 +237,36 @@ class ScheduleConfig(_Strict):
     restore_every_seconds: int = Field(default=60, ge=1)
 
 
+class WebhookConfig(_Strict):
+    """Where `tiering serve` finds its bearer token: never the token itself, and never the command line."""
+
+    token_env: str = Field(default="TIERING_WEBHOOK_TOKEN", description="the variable that holds the token")
+    token_file: str | None = Field(default=None, description="a file holding the token (its first line)")
+
+    def resolve_token(self, config: Config) -> Secret | None:
+        """The token: from ``token_file`` when set (``ConfigError`` when unreadable or empty), else from the
+        ``token_env`` variable; None when neither gives one."""
+        if self.token_file is not None:
+            path = config.resolve_path(self.token_file)
+            try:
+                lines = path.read_text().splitlines()
+            except OSError as exc:
+                raise ConfigError(f"webhook.token_file: {path} cannot be read: {exc.strerror}") from None
+            token = lines[0].strip() if lines else ""
+            if not token:
+                raise ConfigError(f"webhook.token_file: {path} is empty")
+            return Secret(token)
+        value = os.environ.get(self.token_env, "").strip()
+        return Secret(value) if value else None
+
+
 class Config(_Strict):
     catalog: str = Field(default="sqlite:///tiering.db", description="SQLAlchemy URL of the catalog")
     tiers: dict[str, TierConfig]
     transfer: TransferConfig = TransferConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     policy: str | None = Field(default=None, description="policy file used by plan/apply/scheduler")
+    webhook: WebhookConfig = WebhookConfig()
     #: the directory relative paths in this config are resolved against
     base_dir: str = "."
 
