@@ -215,8 +215,24 @@ class TransferConfig(_Strict):
         description="S3 on plain http, path-style: small requests signed by hand with UNSIGNED-PAYLOAD "
                     "instead of through botocore (an endpoint that refuses them falls back by itself)",
     )
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, description="seconds to open a connection to S3")
+    read_timeout_seconds: float = Field(
+        default=20.0, gt=0, description="seconds an S3 request waits for an answer before its attempt fails",
+    )
+    # one overall limit per request (and per operation of a backend, retries included), so an endpoint that
+    # accepts connections and never answers costs seconds, not attempts x read timeouts
+    request_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="seconds one S3 request may take in all, its retries included",
+    )
+    seconds_per_mib: float = Field(
+        default=1.0, ge=0, description="seconds added to a request's limit per MiB of the body it sends or gets",
+    )
     lease_seconds: int = Field(default=300, ge=5, description="how long a worker owns a step without renewing")
     delete_grace_seconds: int = Field(default=0, ge=0, description="wait after commit before deleting source")
+
+    def request_budget(self, nbytes: int = 0) -> float:
+        """Seconds a request (or a backend operation) moving ``nbytes`` bytes may take in all, retries included."""
+        return self.request_timeout_seconds + max(0, nbytes) / 2**20 * self.seconds_per_mib
 
     @field_validator("part_size", "multipart_threshold", mode="before")
     @classmethod

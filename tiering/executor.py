@@ -491,7 +491,9 @@ class Executor:
             # claimed ahead but not handed out when a stop comes: back to planned (_release_unstarted)
             handed = itertools.takewhile(lambda _: not (stop is not None and stop.is_set()), items)
             last_flush = time.monotonic()
-            for result in copier.copy_many(handed, progress=progress, stop=internal_stop):
+            # a user's stop: copies still blocked after a short grace are abandoned (their steps go back to
+            # planned below), so an endpoint that does not answer cannot hold the stop up
+            for result in copier.copy_many(handed, progress=progress, stop=internal_stop, give_up=stop):
                 try:
                     if result.ok:
                         crash_point("after_copy")
