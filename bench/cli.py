@@ -1,4 +1,4 @@
-"""``python -m bench {all,copy,register,read,plan,ingest,hashing} [--quick|--sizes tiny] [--out FILE]``."""
+"""``python -m bench {all,copy,register,read,plan,ingest,webhook,hashing} [--quick|--sizes tiny] [--out FILE]``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 from bench.core import SIZES, Row, format_markdown, format_table
 
 TRANSFER_WORKLOADS = ("register", "copy", "read")
-WORKLOADS = (*TRANSFER_WORKLOADS, "hashing", "plan", "ingest")
+WORKLOADS = (*TRANSFER_WORKLOADS, "hashing", "plan", "ingest", "webhook")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=None, help="where servers and data live (default: TMPDIR)")
     p.add_argument("--plan-sizes", default=None, help="datasets for plan, e.g. 100000,1000000")
     p.add_argument("--ingest-lines", type=int, default=None, help="log lines for ingest (0 skips it)")
+    p.add_argument("--webhook-seconds", type=float, default=None,
+                   help="seconds of webhook load from 64 senders (0 skips it)")
     p.add_argument("--hash-bytes", type=int, default=None, help="bytes for the hashing benchmark")
     p.add_argument("--postgres", default=os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"),
                    help="an admin libpq URL; plan makes its own database there ('' to skip PostgreSQL)")
@@ -79,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.catalog import run_ingest
 
         extra["ingest"] = run_ingest(size_name, args.ingest_lines, args.workdir)
+    if "webhook" in wanted:
+        from bench.webhook import run_webhook
+
+        extra["webhook"] = run_webhook(size_name, args.webhook_seconds, args.workdir)
 
     elapsed = time.monotonic() - started
     if rows:

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import click
 from tiering import __version__
 from tiering.app import App
 from tiering.config import Config, find_config_path, format_size, load_config
-from tiering.copier import Progress
+from tiering.copier import GIVE_UP_GRACE_SECONDS, Progress
 from tiering.errors import TieringError, UsageError
 
 log = logging.getLogger("tiering")
@@ -450,16 +451,19 @@ def _print_outcome(outcome: Any, json_out: bool) -> None:
 
 @contextlib.contextmanager
 def _interrupt_sets(stop: threading.Event) -> Iterator[None]:
-    """First Ctrl-C / SIGTERM: stop starting new copies and leave the job resumable. Second: abort."""
+    """First Ctrl-C / SIGTERM: stop starting new copies, give those under way a short grace, and leave the job
+    resumable. Second: abort."""
     import signal
 
     previous: dict[signal.Signals, Any] = {}
 
     def handler(signum: int, frame: Any) -> None:
+        STOP_REQUESTED.set()
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        click.echo("\nstopping after the copies under way; `tiering resume` finishes the job", err=True)
+        click.echo(f"\nstopping: copies under way get {GIVE_UP_GRACE_SECONDS:g} s to finish, the rest is left "
+                   f"for `tiering resume`", err=True)
 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -567,7 +571,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
     except TieringError as exc:
         if os.environ.get("TIERING_DEBUG"):
-            raise
+            traceback.print_exc()  # the traceback is added; the exit code stays the error's
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -580,6 +584,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"internal error: {type(exc).__name__}: {exc} (set TIERING_DEBUG=1 for a traceback)", err=True)
         sys.exit(70)
+
+
+#: set by the first Ctrl-C / SIGTERM of a command: the process then exits without joining abandoned copies
+STOP_REQUESTED = threading.Event()
 
 
 def entry() -> None:
@@ -603,7 +611,10 @@ def entry() -> None:
         if not isinstance(exc.code, int | None):
             raise  # sys.exit("message"): let the interpreter print it
         code = exc.code or 0
-    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+    # after a stop, copies abandoned while blocked on an endpoint are not waited for: their work is redone
+    if not STOP_REQUESTED.is_set() and any(
+        t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()
+    ):
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

@@ -256,22 +256,35 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     @click.option("--host", default="127.0.0.1", show_default=True)
     @click.option("--port", default=8080, show_default=True, type=int)
     @click.option("--token-env", default=None, metavar="VAR",
-                  help="Require 'Authorization: Bearer <token>' with the token read from env var VAR.")
+                  help="Read the bearer token from env var VAR (default: the config's webhook.token_file or "
+                       "webhook.token_env, TIERING_WEBHOOK_TOKEN).")
+    @click.option("--insecure-no-auth", is_flag=True,
+                  help="Serve without a token: anyone who can connect may post reads and steer tiering.")
     @pass_ctx
-    def serve(c: Context, host: str, port: int, token_env: str | None) -> None:
-        """HTTP endpoint for S3/MinIO bucket notifications: POST /v1/events/s3 counts object reads."""
+    def serve(c: Context, host: str, port: int, token_env: str | None, insecure_no_auth: bool) -> None:
+        """HTTP endpoint for S3/MinIO bucket notifications: POST /v1/events/s3 counts object reads.
+
+        Every POST needs 'Authorization: Bearer <token>'; the token is never given on the command line.
+        """
+        from tiering.server import NO_TOKEN_HINT
         from tiering.server import serve as do_serve
 
-        token = None
         if token_env:
-            token = os.environ.get(token_env)
-            if not token:
+            token = os.environ.get(token_env, "").strip() or None
+            if token is None:
                 raise UsageError(f"--token-env {token_env}: the variable is not set")
-        do_serve(c.app(), host=host, port=port, token=token, echo=click.echo)
+        else:
+            config = c.config()
+            secret = config.webhook.resolve_token(config)
+            token = secret.reveal() if secret is not None else None
+        if token is None and not insecure_no_auth:
+            raise UsageError(NO_TOKEN_HINT)
+        do_serve(c.app(), host=host, port=port, token=token, insecure_no_auth=insecure_no_auth, echo=click.echo)
 
     @cli.command()
     @policy_option
-    @click.option("--now", "run_now", is_flag=True, help="Also run the nightly cycle once right away (if leader).")
+    @click.option("--now", "run_now", is_flag=True,
+                  help="Also run the cycle once right away under a key of its own (if leader at start).")
     @click.option("--standby-poll", default=10.0, show_default=True, help="Seconds between leadership attempts.")
     @pass_ctx
     def scheduler(c: Context, policy_path: str | None, run_now: bool, standby_poll: float) -> None:

@@ -215,8 +215,24 @@ class TransferConfig(_Strict):
         description="S3 on plain http, path-style: small requests signed by hand with UNSIGNED-PAYLOAD "
                     "instead of through botocore (an endpoint that refuses them falls back by itself)",
     )
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, description="seconds to open a connection to S3")
+    read_timeout_seconds: float = Field(
+        default=20.0, gt=0, description="seconds an S3 request waits for an answer before its attempt fails",
+    )
+    # one overall limit per request (and per operation of a backend, retries included), so an endpoint that
+    # accepts connections and never answers costs seconds, not attempts x read timeouts
+    request_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="seconds one S3 request may take in all, its retries included",
+    )
+    seconds_per_mib: float = Field(
+        default=1.0, ge=0, description="seconds added to a request's limit per MiB of the body it sends or gets",
+    )
     lease_seconds: int = Field(default=300, ge=5, description="how long a worker owns a step without renewing")
     delete_grace_seconds: int = Field(default=0, ge=0, description="wait after commit before deleting source")
+
+    def request_budget(self, nbytes: int = 0) -> float:
+        """Seconds a request (or a backend operation) moving ``nbytes`` bytes may take in all, retries included."""
+        return self.request_timeout_seconds + max(0, nbytes) / 2**20 * self.seconds_per_mib
 
     @field_validator("part_size", "multipart_threshold", mode="before")
     @classmethod
@@ -237,12 +253,36 @@ class ScheduleConfig(_Strict):
     restore_every_seconds: int = Field(default=60, ge=1)
 
 
+class WebhookConfig(_Strict):
+    """Where `tiering serve` finds its bearer token: never the token itself, and never the command line."""
+
+    token_env: str = Field(default="TIERING_WEBHOOK_TOKEN", description="the variable that holds the token")
+    token_file: str | None = Field(default=None, description="a file holding the token (its first line)")
+
+    def resolve_token(self, config: Config) -> Secret | None:
+        """The token: from ``token_file`` when set (``ConfigError`` when unreadable or empty), else from the
+        ``token_env`` variable; None when neither gives one."""
+        if self.token_file is not None:
+            path = config.resolve_path(self.token_file)
+            try:
+                lines = path.read_text().splitlines()
+            except OSError as exc:
+                raise ConfigError(f"webhook.token_file: {path} cannot be read: {exc.strerror}") from None
+            token = lines[0].strip() if lines else ""
+            if not token:
+                raise ConfigError(f"webhook.token_file: {path} is empty")
+            return Secret(token)
+        value = os.environ.get(self.token_env, "").strip()
+        return Secret(value) if value else None
+
+
 class Config(_Strict):
     catalog: str = Field(default="sqlite:///tiering.db", description="SQLAlchemy URL of the catalog")
     tiers: dict[str, TierConfig]
     transfer: TransferConfig = TransferConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     policy: str | None = Field(default=None, description="policy file used by plan/apply/scheduler")
+    webhook: WebhookConfig = WebhookConfig()
     #: the directory relative paths in this config are resolved against
     base_dir: str = "."
 

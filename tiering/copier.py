@@ -47,6 +47,9 @@ DEFAULT_INFLIGHT_BYTES = 512 * 2**20
 READBACK_PARALLEL_FROM = 64 * 2**20
 READBACK_RANGE = 16 * 2**20
 READBACK_STREAMS = 4
+#: seconds the copies under way get to finish after a give-up (Ctrl-C, SIGTERM) before they are abandoned
+GIVE_UP_GRACE_SECONDS = 2.0
+_GIVE_UP_POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -278,12 +281,19 @@ class Copier:
         *,
         progress: Progress | None = None,
         stop: threading.Event | None = None,
+        give_up: threading.Event | None = None,
+        give_up_grace: float = GIVE_UP_GRACE_SECONDS,
     ) -> Iterator[CopyResult]:
         """Copy every item; yield results as they finish (any order).
 
         At most ``workers`` copies run and at most ``2 * workers`` are queued, and the objects submitted
         add up to at most ``max_inflight_bytes`` (one object always may go). When ``stop`` is set, no new
-        copy starts; those running finish and are yielded.
+        copy starts; those running finish and are yielded. When ``give_up`` is set (a user's Ctrl-C or
+        SIGTERM), no new copy starts either, and those still running ``give_up_grace`` seconds later are
+        abandoned: the iteration ends without their results and without waiting for their threads (a copy
+        blocked on an endpoint that does not answer holds its thread until its request's deadline). An
+        abandoned copy leaves at most a partial destination object under its deterministic key, which the
+        next attempt overwrites.
         """
         window = 2 * self.workers
         budget = _ByteBudget(self.max_inflight_bytes)
@@ -294,13 +304,19 @@ class Copier:
             finally:
                 budget.release(item.size)
 
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="copy") as pool:
+        def halted() -> bool:
+            return bool((stop and stop.is_set()) or (give_up and give_up.is_set()))
+
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="copy")
+        abandoned = False
+        try:
             pending: set[Future[CopyResult]] = set()
             it = iter(items)
             exhausted = False
             waiting: CopyItem | None = None
+            gave_up_at: float | None = None
             while True:
-                while not exhausted and len(pending) < window and not (stop and stop.is_set()):
+                while not exhausted and len(pending) < window and not halted():
                     if waiting is None:
                         try:
                             waiting = next(it)
@@ -316,9 +332,21 @@ class Copier:
                     waiting = None
                 if not pending:
                     return
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                timeout: float | None = None
+                if give_up is not None:
+                    if give_up.is_set():
+                        gave_up_at = time.monotonic() if gave_up_at is None else gave_up_at
+                        timeout = gave_up_at + give_up_grace - time.monotonic()
+                        if timeout <= 0:
+                            abandoned = True
+                            return
+                    else:
+                        timeout = _GIVE_UP_POLL_SECONDS  # a give-up must be seen while copies block
+                done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
                 for fut in done:
                     result = fut.result()
                     if progress is not None:
                         progress.add(result.item.size, failed=not result.ok)
                     yield result
+        finally:
+            pool.shutdown(wait=not abandoned, cancel_futures=abandoned)

@@ -35,7 +35,8 @@ exit code below. Vendor errors (botocore, SQLAlchemy, OS) are translated at the 
     │   └── SourceChanged(src, expected, actual)       source bytes differ from the catalog digest
     ├── StateError                       exit 8
     │   ├── IllegalTransition(kind, current, wanted)
-    │   └── LeaseLost(step_id, epoch)                  a newer worker owns the step
+    │   ├── LeaseLost(step_id, epoch)                  a newer worker owns the step
+    │   └── NotLeader(role, epoch, current)            a newer leader took office: this one is fenced off
     └── PolicyError(file, rule, field)   exit 9
 """
 
@@ -114,10 +115,19 @@ class DatasetExists(ConflictError):
 
 
 class MoveInProgress(ConflictError):
-    def __init__(self, label: str, job_id: int) -> None:
+    """``label`` has an unfinished job; ``purpose`` is that job's (``move`` or ``restore``), which says what
+    finishes it: `tiering resume` for a move, the restore dispatcher for a restore."""
+
+    def __init__(self, label: str, job_id: int, *, purpose: str = "move") -> None:
         self.label = label
         self.job_id = job_id
-        super().__init__(f"dataset {label} has an unfinished move job {job_id}; run `tiering resume` first")
+        self.purpose = purpose
+        if purpose == "restore":
+            what = ("a restore is under way; wait for it (`tiering restores`) or finish it now with "
+                    "`tiering restores --dispatch`")
+        else:
+            what = "run `tiering resume` first"
+        super().__init__(f"dataset {label} has an unfinished {purpose} job {job_id}; {what}")
 
 
 class LockHeld(ConflictError):
@@ -240,6 +250,19 @@ class LeaseLost(StateError):
         self.step_id = step_id
         self.epoch = epoch
         super().__init__(f"step {step_id}: lease at epoch {epoch} was taken over by another worker")
+
+
+class NotLeader(StateError):
+    """Work offered under leader epoch ``epoch`` of ``role`` while the catalog's is ``current``."""
+
+    reason = "not_leader"
+
+    def __init__(self, role: str, epoch: int, current: int | None) -> None:
+        self.role = role
+        self.epoch = epoch
+        self.current = current
+        super().__init__(f"{role} leader epoch {epoch} is no longer current (the catalog's is {current}): "
+                         f"another {role} took office; this one must not act")
 
 
 class PolicyError(TieringError):

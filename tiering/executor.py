@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session
 from tiering.app import App
 from tiering.backends.base import Backend, ReadStream, delete_keys
 from tiering.catalog.db import dialect_insert
+from tiering.catalog.leader import LeaderFence, check_fence
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, MoveStep, Replica, Tier
 from tiering.catalog.states import (
     TRUSTED_REPLICA_STATES,
@@ -251,24 +252,30 @@ class Executor:
         reason: str = "manual",
         purpose: str = "move",
         policy_run_id: int | None = None,
+        fence: LeaderFence | None = None,
     ) -> int:
-        """Write a move job and one planned step per member. Nothing is copied yet."""
+        """Write a move job and one planned step per member. Nothing is copied yet.
+
+        ``fence``: the job is a leader's work; it is written only while that leader's epoch is current
+        (else :class:`~tiering.errors.NotLeader`, and nothing is written).
+        """
         self.app.config.tier(dst_tier)
         now = self.app.now()
         with self.app.catalog.session() as s:
+            check_fence(s, fence)
             ds = s.get(Dataset, dataset_id, with_for_update=True)
             if ds is None:
                 raise DatasetNotFound(str(dataset_id))
             dst = s.scalars(select(Tier).where(Tier.name == dst_tier)).one()
             if ds.home_tier_id == dst.id:
                 raise UsageError(f"{ds.label} is already on tier {dst_tier}")
-            busy = s.scalars(
-                select(MoveJob.id).where(
+            busy = s.execute(
+                select(MoveJob.id, MoveJob.purpose).where(
                     MoveJob.dataset_id == ds.id, MoveJob.state.in_([str(x) for x in UNFINISHED_JOB_STATES])
                 )
             ).first()
             if busy is not None:
-                raise MoveInProgress(ds.label, busy)
+                raise MoveInProgress(ds.label, busy.id, purpose=busy.purpose)
             prefix = dataset_prefix(ds.kind, ds.name, ds.version)
             job = MoveJob(
                 dataset_id=ds.id, src_tier_id=ds.home_tier_id, dst_tier_id=dst.id, purpose=purpose,
@@ -485,7 +492,9 @@ class Executor:
             # claimed ahead but not handed out when a stop comes: back to planned (_release_unstarted)
             handed = itertools.takewhile(lambda _: not (stop is not None and stop.is_set()), items)
             last_flush = time.monotonic()
-            for result in copier.copy_many(handed, progress=progress, stop=internal_stop):
+            # a user's stop: copies still blocked after a short grace are abandoned (their steps go back to
+            # planned below), so an endpoint that does not answer cannot hold the stop up
+            for result in copier.copy_many(handed, progress=progress, stop=internal_stop, give_up=stop):
                 try:
                     if result.ok:
                         crash_point("after_copy")

@@ -32,9 +32,10 @@ from tiering.access_formats import (
 from tiering.access_keys import DatasetPrefixIndex, ReadCounter
 from tiering.app import App
 from tiering.catalog.facts import gather_dataset_facts, gather_tier_facts
+from tiering.catalog.leader import LeaderFence, check_fence
 from tiering.catalog.models import AuditEntry, Dataset, Pin, PolicyRun, Tier
 from tiering.catalog.usage import fold_tier_usage
-from tiering.errors import ConflictError, TieringError, UsageError
+from tiering.errors import ConflictError, NotLeader, TieringError, UsageError
 from tiering.executor import Executor, JobOutcome
 from tiering.jobs import find_dataset
 from tiering.layout import dataset_prefix
@@ -343,16 +344,21 @@ def nightly_cycle(
     run_key: str | None = None,
     ignore_window: bool = False,
     stop: threading.Event | None = None,
+    fence: LeaderFence | None = None,
 ) -> CycleResult:
     """Resume unfinished moves, plan, and execute the plan within its budget and time window.
 
     ``run_key`` (e.g. ``nightly:2026-11-30``) makes the run unique: a second scheduler firing for the same
-    night finds the key taken and does nothing. Records a ``policy_runs`` row and audit entries.
+    night finds the key taken and does nothing. A run skipped because it is outside the policy's window gives
+    its key back, so the night's run inside the window still happens. Records a ``policy_runs`` row and audit
+    entries. ``fence``: the run is a scheduler leader's; its row and every job it creates are written only
+    while that leader's epoch is current (else :class:`~tiering.errors.NotLeader`).
     """
     at = now or app.now()
     executor = Executor(app)
     try:
         with app.catalog.session() as s:
+            check_fence(s, fence)
             run = PolicyRun(policy_path=policy.source, started_at=at, state="running", run_key=run_key)
             s.add(run)
             s.flush()
@@ -382,7 +388,12 @@ def nightly_cycle(
                 result.state = "interrupted"
                 result.note = "stopped before all moves ran; unfinished jobs resume next run"
                 break
-            outcome = _run_move(app, executor, move, run_id, stop)
+            try:
+                outcome = _run_move(app, executor, move, run_id, stop, fence)
+            except NotLeader as exc:
+                result.state = "interrupted"
+                result.note = f"stopped: {exc}"
+                break
             result.moves.append({
                 "dataset": move.label, "from": move.from_tier, "to": move.to_tier, "bytes": move.size_bytes,
                 "rule": move.rule, "reason": move.reason, "state": outcome.state if outcome else "skipped",
@@ -401,10 +412,13 @@ def nightly_cycle(
     with app.catalog.session() as s:
         run = s.get_one(PolicyRun, run_id)
         run.state = result.state
+        if result.state == "skipped":
+            run.run_key = None  # nothing ran: the key stays free for the run inside the window
         run.finished_at = finished
         run.planned, run.done, run.failed, run.bytes_moved = result.planned, result.done, result.failed, \
             result.bytes_moved
-        run.summary = {"note": result.note, "resumed": result.resumed, "skipped_for_budget": result.skipped_for_budget,
+        run.summary = {"run_key": run_key,
+                       "note": result.note, "resumed": result.resumed, "skipped_for_budget": result.skipped_for_budget,
                        "moves": result.moves[:500], "totals": plan.to_json().get("tiers", [])}
         s.add(AuditEntry(at=finished, actor=app.actor, action="policy_run", result=result.state,
                          bytes=result.bytes_moved,
@@ -413,10 +427,12 @@ def nightly_cycle(
     return result
 
 
-def _run_move(app: App, executor: Executor, move: Any, run_id: int, stop: threading.Event | None) -> JobOutcome | None:
+def _run_move(app: App, executor: Executor, move: Any, run_id: int, stop: threading.Event | None,
+              fence: LeaderFence | None) -> JobOutcome | None:
     reason = f"rule {move.rule}: {move.reason}"
     try:
-        job_id = executor.create_job(move.dataset_id, move.to_tier, reason=reason, policy_run_id=run_id)
+        job_id = executor.create_job(move.dataset_id, move.to_tier, reason=reason, policy_run_id=run_id,
+                                     fence=fence)
     except ConflictError:
         return None  # someone moved or restored it since the plan was made
     except UsageError:

@@ -3,6 +3,9 @@
 PostgreSQL: a session-level advisory lock on a connection held open for the lock's lifetime; the server
 frees it when the connection (or the process) dies. SQLite: ``flock`` on a file beside the database; the
 kernel frees it when the process dies. Neither needs a lease or a cleanup after a crash.
+
+A PostgreSQL lock can also be lost while its holder runs (its connection terminated): a long-lived holder
+calls :meth:`ProcessLock.check` every few seconds, and fences its work (:mod:`tiering.catalog.leader`).
 """
 
 from __future__ import annotations
@@ -40,9 +43,8 @@ class ProcessLock:
             return True
         engine = self.app.catalog.engine
         if engine.dialect.name == "postgresql":
-            key = zlib.crc32(f"tiering:{self.name}".encode())
             conn = engine.connect()
-            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key()}).scalar())
             conn.commit()
             if not got:
                 conn.close()
@@ -61,6 +63,39 @@ class ProcessLock:
         fh.flush()
         self._file = fh
         return True
+
+    def check(self) -> bool:
+        """Whether the lock is still ours, asked of whoever keeps it; False (and the lock dropped) once lost.
+
+        PostgreSQL: the lock's connection must answer and hold the advisory lock in ``pg_locks`` (an
+        administrator's ``pg_terminate_backend``, a server restart or a dropped network frees the lock
+        without telling us). A file lock: the lock file must still be the one locked (not deleted or replaced).
+        """
+        if self._conn is not None:
+            try:
+                held = bool(self._conn.execute(
+                    text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                         "AND pid = pg_backend_pid() AND ((classid::bigint << 32) | objid::bigint) = :k"),
+                    {"k": self._key()},
+                ).scalar())
+                self._conn.commit()
+            except Exception:  # noqa: BLE001 - any failure of the lock's connection means the lock is gone
+                held = False
+            if not held:
+                self.release()
+            return held
+        if self._file is not None:
+            try:
+                same = os.stat(self._lock_path()).st_ino == os.fstat(self._file.fileno()).st_ino
+            except OSError:
+                same = False
+            if not same:
+                self.release()
+            return same
+        return False
+
+    def _key(self) -> int:
+        return zlib.crc32(f"tiering:{self.name}".encode())
 
     def _lock_path(self) -> Path:
         url = make_url(self.app.config.catalog_url())

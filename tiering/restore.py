@@ -58,6 +58,7 @@ from sqlalchemy.sql.expression import ScalarSelect
 
 from tiering.app import App
 from tiering.backends.base import delete_keys
+from tiering.catalog.leader import LeaderFence, check_fence
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, MoveStep, Replica, RestoreRequest, Tier
 from tiering.catalog.states import (
     TRUSTED_REPLICA_STATES,
@@ -541,6 +542,7 @@ def dispatch_restores(
     monotonic: Monotonic = time.monotonic,
     poll_seconds: float = 30.0,
     max_wait_seconds: float = 0.0,
+    fence: LeaderFence | None = None,
 ) -> DispatchReport:
     """Serve pending restore requests: at most ``limit`` groups (dataset, target), best priority first,
     then oldest; only those of ``dataset_ids`` when given.
@@ -551,6 +553,8 @@ def dispatch_restores(
     ``now`` fixes the time used for request timestamps and expiries (default: the app's clock at the
     moment). ``progress`` receives bytes copied; ``stop`` (a ``threading.Event``) stops starting copies.
     Safe to run in several processes at once and again after a crash. Returns what was done per group.
+    ``fence``: the dispatch is a scheduler leader's; a group's job is created and its requests taken only
+    while that leader's epoch is current (else :class:`~tiering.errors.NotLeader`).
     """
     clock: Callable[[], dt.datetime] = (lambda: now) if now is not None else app.now
     report = DispatchReport()
@@ -559,7 +563,7 @@ def dispatch_restores(
             break
         report.groups.append(_dispatch_group(
             app, dataset_id, tier_id, clock=clock, progress=progress, stop=stop, sleep=sleep,
-            monotonic=monotonic, poll_seconds=poll_seconds, max_wait_seconds=max_wait_seconds,
+            monotonic=monotonic, poll_seconds=poll_seconds, max_wait_seconds=max_wait_seconds, fence=fence,
         ))
     return report
 
@@ -576,6 +580,7 @@ def _dispatch_group(
     monotonic: Monotonic,
     poll_seconds: float,
     max_wait_seconds: float,
+    fence: LeaderFence | None = None,
 ) -> GroupOutcome:
     started = monotonic()
     with app.catalog.session() as s:
@@ -610,12 +615,14 @@ def _dispatch_group(
             job_id = Executor(app).create_job(
                 dataset_id, target.name, purpose="restore",
                 reason=f"restore request(s) {', '.join(str(i) for i in outcome.request_ids)}",
+                fence=fence,
             )
         except MoveInProgress as exc:  # another dispatcher (or a move) got there first
             outcome.error = str(exc)
             return outcome
     outcome.job_id = job_id
     with app.catalog.session() as s:
+        check_fence(s, fence)
         now = clock()
         for req in _pending_requests(s, dataset_id, tier_id):
             if req.state == RequestState.QUEUED:

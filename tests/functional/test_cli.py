@@ -185,3 +185,13 @@ def test_help_teaches_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert "tiering demo" in out
 
 
+
+
+def test_tiering_debug_adds_a_traceback_and_keeps_the_errors_exit_code(
+    ws: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIERING_DEBUG", "1")
+    code, _, err = run(capsys, "--config", str(ws), "show", "ghost@1")
+    assert code == 3
+    assert "Traceback" in err
+    assert "dataset 'ghost@1' is not in the catalog" in err.splitlines()[-1]

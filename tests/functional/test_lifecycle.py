@@ -43,12 +43,13 @@ def test_a_run_key_runs_once_and_a_closed_window_moves_nothing(tmp_path: Path) -
         clock.now = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)  # noon: outside 02:00-06:00
         closed = nightly_cycle(app, policy=policy, now=clock.now, run_key="nightly:2026-03-01")
         assert closed.state == "skipped" and closed.planned == 1 and closed.done == 0
-        again = nightly_cycle(app, policy=policy, now=clock.now, run_key="nightly:2026-03-01", ignore_window=True)
-        assert again.state == "skipped" and again.run_id is None and "already" in again.note
         assert jobs.resolve(app, "d", record=False).tier == "hot"
-        done = nightly_cycle(app, policy=policy, now=clock.now, run_key="nightly:2026-03-02", ignore_window=True)
+        # the skipped run gave its key back: the night's run inside the window still happens, once
+        done = nightly_cycle(app, policy=policy, now=clock.now, run_key="nightly:2026-03-01", ignore_window=True)
         assert (done.state, done.done) == ("done", 1)
         assert jobs.resolve(app, "d", record=False).tier == "warm"
+        again = nightly_cycle(app, policy=policy, now=clock.now, run_key="nightly:2026-03-01", ignore_window=True)
+        assert again.state == "skipped" and again.run_id is None and "already" in again.note
         r = report(app, policy=policy)
         assert [(t["name"], t["datasets"]) for t in r["tiers"]] == [("hot", 0), ("warm", 1), ("cold", 0)]
     finally:

@@ -370,3 +370,22 @@ def test_a_move_to_a_directory_tier_records_small_copies_only_after_syncing_them
     for rel, data in files.items():
         assert read_all(app.backend("warm"), f"dataset/d/1/{rel}") == data
     assert check_invariant(app).problems == []
+
+
+def test_a_move_refused_for_an_unfinished_restore_says_how_a_restore_finishes_not_resume(
+    app: App, tmp_path: Path
+) -> None:
+    from tiering.executor import Executor
+
+    make_tree(tmp_path / "src", 3)
+    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="cold")
+    ex = Executor(app)
+    with app.catalog.session() as s:
+        ds_id = jobs.find_dataset(s, "d").id
+    job = ex.create_job(ds_id, "hot", purpose="restore")
+    with pytest.raises(MoveInProgress) as refused:
+        jobs.move(app, "d@1", to="warm")
+    message = str(refused.value)
+    assert f"unfinished restore job {job}" in message
+    assert "tiering restores --dispatch" in message
+    assert "tiering resume" not in message

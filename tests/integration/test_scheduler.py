@@ -11,10 +11,14 @@ from pathlib import Path
 
 import pytest
 from helpers import make_tree, open_app, workspace_config, write_config
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from tiering import jobs
-from tiering.catalog.models import PolicyRun
+from tiering.catalog.leader import LeaderFence
+from tiering.catalog.models import LeaderEpoch, PolicyRun
+from tiering.errors import NotLeader
+from tiering.executor import Executor
+from tiering.lifecycle import load_active_policy, nightly_cycle
 
 EVERYTHING_DOWN = """
 heat_half_life_days: 7
@@ -25,10 +29,10 @@ rules:
 """
 
 
-def start_scheduler(config: Path, policy: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_scheduler(config: Path, policy: Path, log: Path, *, now: bool = True) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tiering", "--config", str(config), "scheduler", "--policy", str(policy), "--now",
-         "--standby-poll", "0.5"],
+        [sys.executable, "-m", "tiering", "--config", str(config), "scheduler", "--policy", str(policy),
+         *(["--now"] if now else []), "--standby-poll", "0.5"],
         stdout=subprocess.DEVNULL, stderr=open(log, "wb"),  # noqa: SIM115 - closed with the process
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -79,7 +83,7 @@ def test_two_schedulers_on_one_postgres_catalog_run_the_night_exactly_once(
         assert len(runs()) == 1
         procs[standby].send_signal(signal.SIGTERM)
         assert procs[standby].wait(timeout=30) == 0
-        assert "already happened" in (tmp_path / f"s{standby}.log").read_text()
+        assert "not run again on taking over" in (tmp_path / f"s{standby}.log").read_text()
     finally:
         for p in procs:
             if p.poll() is None:
@@ -103,6 +107,67 @@ def test_a_bad_policy_file_stops_apply_with_one_clear_line_and_runs_nothing(tmp_
         with app.catalog.session() as s:
             assert list(s.scalars(select(PolicyRun))) == []
     finally:
+        app.close()
+
+
+def test_a_leader_whose_lock_connection_is_killed_steps_down_in_seconds_and_its_old_epoch_is_refused(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    data = workspace_config(tmp_path, catalog=postgres_url)
+    data["schedule"] = {"timezone": "UTC", "nightly": "0 2 * * *"}
+    config = write_config(tmp_path, data)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(EVERYTHING_DOWN)
+    app = open_app(data)
+    make_tree(tmp_path / "src", 4)
+    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    logs = [tmp_path / f"s{i}.log" for i in range(2)]
+    procs = [start_scheduler(config, policy, log, now=False) for log in logs]
+    try:
+        wait_for(lambda: sum("leader: epoch 1;" in log.read_text() for log in logs) == 1, timeout=60)
+        old = next(i for i, log in enumerate(logs) if "leader: epoch 1;" in log.read_text())
+        new = 1 - old
+        wait_for(lambda: "standby" in logs[new].read_text(), timeout=30)
+        with app.catalog.engine.connect() as conn:
+            [lock_pid] = conn.execute(text(
+                "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()"
+            )).scalars().all()
+            assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": lock_pid}).scalar()
+        killed = time.monotonic()
+        # the old leader notices within seconds, stops leading and waits on standby; the other takes office
+        wait_for(lambda: "lost the leader lock (epoch 1)" in logs[old].read_text(), timeout=15)
+        assert time.monotonic() - killed < 10
+        wait_for(lambda: "leader: epoch 2;" in logs[new].read_text(), timeout=30)
+        wait_for(lambda: "standby" in logs[old].read_text().split("lost the leader lock")[-1], timeout=30)
+        assert procs[old].poll() is None  # still running, as a standby
+        with app.catalog.session() as s:
+            assert s.get_one(LeaderEpoch, "scheduler").epoch == 2
+
+        # whatever the deposed leader still tries under epoch 1, the catalog refuses and writes nothing
+        stale = LeaderFence("scheduler", 1)
+        with app.catalog.session() as s:
+            ds_id = jobs.find_dataset(s, "d").id
+        with pytest.raises(NotLeader, match="epoch 1 is no longer current"):
+            Executor(app).create_job(ds_id, "warm", fence=stale)
+        with pytest.raises(NotLeader):
+            nightly_cycle(app, policy=load_active_policy(app, str(policy)), run_key="nightly:stale", fence=stale,
+                          ignore_window=True)
+        with app.catalog.session() as s:
+            assert list(s.scalars(select(PolicyRun))) == []
+        assert jobs.resolve(app, "d", record=False).tier == "hot"
+        # the current epoch is accepted
+        Executor(app).create_job(ds_id, "warm", fence=LeaderFence("scheduler", 2))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         app.close()
 
 

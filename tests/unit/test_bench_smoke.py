@@ -51,4 +51,6 @@ def test_every_benchmark_runs_on_tiny_data_and_reports_each_workload(tmp_path: P
     plans = [p for p in doc["plan"]["results"] if "skipped" not in p]
     assert plans and all("plan_seconds" in p and p["peak_rss_mib"] > 0 for p in plans), doc["plan"]
     assert doc["ingest"]["result"]["events"] > 0
+    webhook = doc["webhook"]["result"]
+    assert webhook["ok"] > 0 and webhook["reads_counted"] == webhook["ok"], webhook
     assert "vs best peer" in proc.stdout

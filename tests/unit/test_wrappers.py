@@ -112,6 +112,38 @@ def test_retrying_gives_up_after_the_given_number_of_attempts(memory: MemoryBack
     assert len(sleeps) == 2
 
 
+def test_retrying_stops_at_the_operations_time_limit_whatever_attempts_remain(memory: MemoryBackend) -> None:
+    """Each failing call takes 4 s of a fake clock and each wait ~1 s; a limit of 9.5 s (+1 s per MiB) leaves
+    room for two tries of a small head, three of a 2 MiB put, however many attempts are allowed."""
+    now = [0.0]
+
+    class SlowFailing(FaultyBackend):
+        def _enter(self, op: str, key: str) -> None:
+            now[0] += 4.0  # a timed-out attempt
+            super()._enter(op, key)
+
+    faulty = SlowFailing(memory, fail_calls={"head": 100, "put": 100})
+    wrapped = RetryingBackend(
+        faulty, attempts=20, base_delay=1.0, max_delay=1.0, rng=lambda: 0.999,
+        budget=lambda nbytes: 9.5 + nbytes / 2**20, sleep=lambda s: now.__setitem__(0, now[0] + s),
+        monotonic=lambda: now[0],
+    )
+    with pytest.raises(TransientBackendError, match="past the operation's 9.5 s limit"):
+        wrapped.head("k")
+    assert faulty.calls["head"] == 2  # 4 s + 1 s wait + 4 s; a third try would start past 9.5 s
+    now[0] = 0.0
+    with pytest.raises(TransientBackendError, match="11.5 s limit"):
+        wrapped.put("k", io.BytesIO(b"x" * 2**21), size=2**21)
+    assert faulty.calls["put"] == 3
+
+
+def test_the_transfer_config_gives_each_request_a_total_limit_growing_with_its_body() -> None:
+    transfer = TransferConfig(request_timeout_seconds=30, seconds_per_mib=0.5)
+    assert transfer.request_budget() == 30
+    assert transfer.request_budget(8 * 2**20) == 34
+    assert TransferConfig().request_budget() == 30
+
+
 @pytest.mark.parametrize("error", [PermanentBackendError, InsufficientStorage, ObjectNotFound])
 def test_non_transient_errors_are_raised_at_once(memory: MemoryBackend, error: type[Exception]) -> None:
     faulty = FaultyBackend(memory, fail_calls={"head": 1}, fail_with=error)

@@ -48,8 +48,9 @@ S3_RETRY_BASE_DELAY = 1.0
 def open_backend(name: str, tier: TierConfig, transfer: TransferConfig) -> Backend:
     """The backend of tier ``name``, ready to use (no request is made here).
 
-    S3 backends retry transient errors in botocore (per request, ``transfer.retries`` times) and in a
-    :class:`RetryingBackend` (per operation: ``transfer.retries`` retries after the first attempt).
+    S3 backends retry transient errors per request (``transfer.retries`` times) and in a
+    :class:`RetryingBackend` (per operation: ``transfer.retries`` retries after the first attempt); both stop
+    at the request's or the operation's time limit (``transfer.request_budget``).
     Raises ``ConfigError`` when the tier's credentials source cannot be read, ``ValueError`` on a bad URL.
     """
     parsed = urlparse(tier.backend)
@@ -64,6 +65,7 @@ def open_backend(name: str, tier: TierConfig, transfer: TransferConfig) -> Backe
             S3Backend.from_config(name, tier, transfer),
             attempts=transfer.retries + 1,
             base_delay=S3_RETRY_BASE_DELAY,
+            budget=transfer.request_budget,
         )
     raise ValueError(f"tier {name!r}: unsupported backend URL {tier.backend!r}")
 

@@ -41,8 +41,10 @@ import contextlib
 import hashlib
 import io
 import logging
+import random
 import re
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -67,9 +69,19 @@ from botocore.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
 
 from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key, delete_each, read_up_to
-from tiering.backends.s3_lean import LeanConnectionError, LeanHTTPError, LeanS3Client, StaticKeys
+from tiering.backends.s3_lean import (
+    MAX_BACKOFF,
+    RETRY_CODES,
+    LeanConnectionError,
+    LeanHTTPError,
+    LeanS3Client,
+    StaticKeys,
+)
 from tiering.config import Credentials, TierConfig, TransferConfig
 from tiering.errors import (
     AccessDenied,
@@ -280,9 +292,12 @@ class S3Backend:
     Thread-safe: one botocore client (they are thread-safe) is created lazily and shared by all threads;
     its pool holds ``max_pool_connections`` connections, which should cover ``workers * part_workers``.
 
-    Sizes are bytes, timeouts seconds. ``retries`` counts botocore's retries after the first attempt of a
-    single request (connection errors, 5xx, throttling); retrying a whole ``put`` is
-    :class:`~tiering.backends.wrappers.RetryingBackend`'s job.
+    Sizes are bytes, timeouts seconds. ``retries`` counts the retries after the first attempt of a single
+    request (connection errors and timeouts, 5xx, throttling); retrying a whole ``put`` is
+    :class:`~tiering.backends.wrappers.RetryingBackend`'s job. Both request paths (the lean one and botocore)
+    open connections within ``connect_timeout``, wait ``read_timeout`` for an answer, and give each request
+    ``request_timeout`` plus ``seconds_per_mib`` per MiB of its body in all, retries included: no retry starts
+    after that (on botocore's path an attempt already under way may still take its ``read_timeout``).
     ``storage_class`` (e.g. ``"GLACIER"``) is sent with every write; None leaves the server's default.
     ``request_checksums`` are the checksums a checked ``put`` may have the endpoint verify, in order of
     preference (the first one the endpoint enforces is used).
@@ -305,7 +320,9 @@ class S3Backend:
         retries: int = 4,
         storage_class: str | None = None,
         connect_timeout: float = 5,
-        read_timeout: float = 60,
+        read_timeout: float = 20,
+        request_timeout: float = 30,
+        seconds_per_mib: float = 1.0,
         lean_requests: bool = True,
         request_checksums: Sequence[str] = WIRE_CHECKSUMS,
     ) -> None:
@@ -341,8 +358,8 @@ class S3Backend:
             # botocore >= 1.36 sends CRC checksums by default; several S3-compatible servers reject them
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            # total_max_attempts counts the first try; "max_attempts" would count retries only
-            retries={"mode": "standard", "total_max_attempts": retries + 1},
+            # botocore's own retries are off: _botocore_retry decides them, within each request's deadline
+            retries={"mode": "standard", "total_max_attempts": 1},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max_pool_connections,
@@ -353,6 +370,8 @@ class S3Backend:
         self._retries = retries
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._request_timeout = request_timeout
+        self._seconds_per_mib = seconds_per_mib
         self._max_pool_connections = max_pool_connections
         # the lean path needs what it can sign for by hand: plain http, path-style, a custom endpoint
         self._lean_wanted = (
@@ -394,6 +413,10 @@ class S3Backend:
             # every member copy may run part_workers requests at once, plus one for its reads
             max_pool_connections=max(32, transfer.workers * (transfer.part_workers + 1)),
             retries=transfer.retries,
+            connect_timeout=transfer.connect_timeout_seconds,
+            read_timeout=transfer.read_timeout_seconds,
+            request_timeout=transfer.request_timeout_seconds,
+            seconds_per_mib=transfer.seconds_per_mib,
             lean_requests=transfer.lean_requests,
             storage_class="GLACIER" if tier.archive == "glacier" else None,
         )
@@ -430,7 +453,46 @@ class S3Backend:
                             creds.session_token.reveal() if creds and creds.session_token else None
                         ),
                     )
+                    events = self._client_obj.meta.events
+                    events.register("before-call.s3", self._start_deadline)
+                    events.register_first("needs-retry.s3", self._botocore_retry)
             return self._client_obj
+
+    def _start_deadline(self, params: Any = None, context: Any = None, **_: Any) -> None:
+        """botocore's ``before-call``: the request's deadline, from the size of the body it sends."""
+        body = params.get("body") if isinstance(params, dict) else None
+        size = len(body) if isinstance(body, bytes | bytearray | memoryview) else 0
+        if isinstance(context, dict):
+            context["tiering_deadline"] = time.monotonic() + self._request_budget(size)
+
+    def _request_budget(self, nbytes: int) -> float:
+        return self._request_timeout + nbytes / MiB * self._seconds_per_mib
+
+    def _botocore_retry(
+        self, attempts: int = 1, response: Any = None, caught_exception: Any = None, request_dict: Any = None,
+        **_: Any,
+    ) -> float | None:
+        """botocore's ``needs-retry``: seconds to wait before the next attempt, None for no retry.
+
+        What the lean path retries (connection failures and timeouts, 5xx, 429, throttling codes), up to
+        ``retries`` times, and never an attempt or a wait past the request's deadline.
+        """
+        if caught_exception is not None:
+            retryable = isinstance(caught_exception, BotoConnectionError | HTTPClientError)
+        elif response is not None:
+            status = int(getattr(response[0], "status_code", 0) or 0)
+            code = str((response[1] or {}).get("Error", {}).get("Code", "")) if len(response) > 1 else ""
+            retryable = status in (500, 502, 503, 504, 429) or code in RETRY_CODES
+        else:
+            retryable = False
+        if not retryable or attempts > self._retries:
+            return None
+        pause = random.random() * min(MAX_BACKOFF, 2.0 ** (attempts - 1))
+        context = request_dict.get("context") if isinstance(request_dict, dict) else None
+        deadline = context.get("tiering_deadline") if isinstance(context, dict) else None
+        if deadline is not None and time.monotonic() + pause >= deadline:
+            return None
+        return pause
 
     @property
     def endpoint(self) -> str:
@@ -482,6 +544,7 @@ class S3Backend:
                     self.endpoint_url, region=self.region, keys_source=self._lean_keys,
                     attempts=self._retries + 1, connect_timeout=self._connect_timeout,
                     read_timeout=self._read_timeout, max_idle=self._max_pool_connections,
+                    request_timeout=self._request_timeout, seconds_per_mib=self._seconds_per_mib,
                 )
             return self._lean_client
 

@@ -19,6 +19,11 @@ botocore's errors.
 Retries mirror botocore's "standard" mode for the statuses and failures it retries: 500, 502, 503, 504,
 throttling codes, connection failures; ``attempts`` counts the first try. A kept-alive connection that the
 server closed while idle is retried at once on a new connection, without using up an attempt.
+
+Every request has a deadline: ``request_timeout`` seconds plus ``seconds_per_mib`` per MiB of its body, its
+retries included. No attempt starts and no backoff waits past it, and an attempt's socket waits at most until
+it, so an endpoint that accepts connections and never answers costs one deadline, not attempts x timeouts.
+A streamed answer's body is read with ``read_timeout`` per read once its head has arrived.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from urllib.parse import quote, urlsplit
 
 UNSIGNED_PAYLOAD: Final = "UNSIGNED-PAYLOAD"
 _RETRY_STATUSES: Final = frozenset({500, 502, 503, 504})
-_RETRY_CODES: Final = frozenset({
+RETRY_CODES: Final = frozenset({
     "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "Throttling", "ThrottlingException",
     "ThrottledException", "RequestThrottledException", "TooManyRequestsException",
     "ProvisionedThroughputExceededException",
@@ -60,7 +65,7 @@ _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 #: what a request path must not hold (as http.client checks)
 _BAD_PATH: Final = re.compile(r"[\x00-\x20\x7f]")
 #: backoff cap (seconds), as botocore's standard mode
-_MAX_BACKOFF: Final = 20.0
+MAX_BACKOFF: Final = 20.0
 
 
 class LeanHTTPError(Exception):
@@ -246,13 +251,18 @@ class _Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
 
-    def exchange(self, method: str, head: bytes, body: bytes | memoryview | None) -> _LeanHTTPResponse:
+    def exchange(self, method: str, head: bytes, body: bytes | memoryview | None, *,
+                 send_timeout: float, answer_timeout: float) -> _LeanHTTPResponse:
+        """Send, then read the answer's head; ``send_timeout`` bounds the whole send, ``answer_timeout`` the
+        wait for the head (seconds)."""
+        self.sock.settimeout(send_timeout)
         if body is not None and len(body) <= _JOINED_BODY:
             self.sock.sendall(head + body)  # one segment and one system call for a small PUT
         else:
             self.sock.sendall(head)
             if body is not None:
                 self.sock.sendall(body)
+        self.sock.settimeout(answer_timeout)
         resp = _LeanHTTPResponse(self.sock, method=method)
         try:
             resp.begin()
@@ -350,7 +360,10 @@ class LeanS3Client:
         connect_timeout: float,
         read_timeout: float,
         max_idle: int,
+        request_timeout: float = 30.0,
+        seconds_per_mib: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme != "http" or not parts.hostname:
@@ -365,6 +378,9 @@ class LeanS3Client:
         self.attempts = max(1, attempts)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.request_timeout = request_timeout
+        self.seconds_per_mib = seconds_per_mib
+        self._monotonic = monotonic
         self._max_idle = max_idle
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
@@ -372,12 +388,12 @@ class LeanS3Client:
 
     # -- connections -------------------------------------------------------------------------------
 
-    def _acquire(self) -> tuple[_Connection, bool]:
+    def _acquire(self, connect_timeout: float) -> tuple[_Connection, bool]:
         with self._lock:
             if self._idle:
                 return self._idle.pop(), True
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+            sock = socket.create_connection((self.host, self.port), timeout=connect_timeout)
         except OSError as exc:
             raise LeanConnectionError("connect", f"{self.host_header}: {type(exc).__name__}") from exc
         sock.settimeout(self.read_timeout)
@@ -428,23 +444,31 @@ class LeanS3Client:
             f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted((query or {}).items())
         )
         url = f"{path}?{canonical_query}" if canonical_query else path
+        budget = self.request_timeout + (len(body) if body is not None else 0) / 2**20 * self.seconds_per_mib
+        deadline = self._monotonic() + budget
         attempt = 0
         while True:
             attempt += 1
             try:
-                return self._send_once(method, path, url, canonical_query, headers, body, stream)
+                return self._send_once(method, path, url, canonical_query, headers, body, stream,
+                                       deadline=deadline, budget=budget)
             except LeanHTTPError as exc:
-                retry = exc.status in _RETRY_STATUSES or exc.code in _RETRY_CODES or exc.status == 429
+                retry = exc.status in _RETRY_STATUSES or exc.code in RETRY_CODES or exc.status == 429
                 if not retry or attempt >= self.attempts:
                     raise
             except LeanConnectionError:
                 if attempt >= self.attempts:
                     raise
-            self._sleep(random.random() * min(_MAX_BACKOFF, 2.0 ** (attempt - 1)))
+            pause = random.random() * min(MAX_BACKOFF, 2.0 ** (attempt - 1))
+            if self._monotonic() + pause >= deadline:
+                raise LeanConnectionError(
+                    "timeout", f"{method} {self.host_header}: no answer within the request's {budget:g} s"
+                ) from None
+            self._sleep(pause)
 
     def _send_once(
         self, method: str, path: str, url: str, query: str, extra: Mapping[str, str] | None,
-        body: bytes | memoryview | None, stream: bool,
+        body: bytes | memoryview | None, stream: bool, *, deadline: float, budget: float,
     ) -> LeanResponse:
         headers = {"host": self.host_header}
         for name, value in (extra or {}).items():
@@ -456,9 +480,15 @@ class LeanS3Client:
         headers["accept-encoding"] = "identity"
         head = _request_head(method, url, headers)
         for _ in range(2):  # a second time only when a kept-alive connection turned out closed
-            conn, reused = self._acquire()
+            left = deadline - self._monotonic()
+            if left <= 0:
+                raise LeanConnectionError(
+                    "timeout", f"{method} {self.host_header}: no answer within the request's {budget:g} s")
+            conn, reused = self._acquire(min(self.connect_timeout, left))
+            left = max(0.001, deadline - self._monotonic())
             try:
-                resp = conn.exchange(method, head, body)
+                resp = conn.exchange(method, head, body, send_timeout=left,
+                                     answer_timeout=min(self.read_timeout, left))
             except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine) as exc:
                 conn.close()
                 if reused:
@@ -470,6 +500,7 @@ class LeanS3Client:
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 raise LeanConnectionError("closed", f"{method} {self.host_header}: {type(exc).__name__}") from exc
+            conn.sock.settimeout(self.read_timeout)  # the body of the answer: read_timeout per read
             if resp.status >= 300:
                 raise self._error(conn, resp, method)
             answer = LeanResponse(self, conn, resp)

@@ -65,6 +65,10 @@ class RetryingBackend:
     random factor in [0.5, 1) so that many workers hitting one server do not retry in lock step.
     Other errors (permanent, not found, archived) are raised at once.
 
+    ``budget(nbytes)`` (optional) is the time one operation moving ``nbytes`` bytes may take in all (seconds):
+    no retry waits or starts past it, and the last error is raised, saying so. Without it only ``attempts``
+    limits the retries.
+
     What can be retried:
 
     * ``head``, ``delete``, ``abort_incomplete``, ``request_restore``: the whole call.
@@ -86,8 +90,10 @@ class RetryingBackend:
         base_delay: float = 0.5,
         max_delay: float = 30.0,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+        budget: Callable[[int], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts counts the first try too: it must be at least 1")
@@ -97,8 +103,10 @@ class RetryingBackend:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.buffer_limit = buffer_limit
+        self.budget = budget
         self._sleep = sleep
         self._rng = rng
+        self._monotonic = monotonic
 
     def __getattr__(self, name: str) -> Any:
         if name == "inner":  # not set yet (copy, pickle): do not recurse
@@ -115,9 +123,11 @@ class RetryingBackend:
 
     def _retry(
         self, op: str, key: str, call: Callable[[], T], *, before_retry: Callable[[], None] | None = None,
-        attempts: int | None = None,
+        attempts: int | None = None, nbytes: int = 0,
     ) -> T:
         attempts = self.attempts if attempts is None else attempts
+        limit = self.budget(nbytes) if self.budget is not None else None
+        deadline = self._monotonic() + limit if limit is not None else None
         for attempt in range(1, attempts + 1):
             try:
                 return call()
@@ -125,6 +135,11 @@ class RetryingBackend:
                 if attempt >= attempts:
                     raise
                 wait_s = self.delay(attempt)
+                if deadline is not None and self._monotonic() + wait_s >= deadline:
+                    raise TransientBackendError(
+                        f"{exc} (gave up after {attempt} attempt(s): past the operation's {limit:g} s limit, "
+                        f"transfer.request_timeout_seconds)", backend=exc.backend, key=exc.key,
+                    ) from exc
                 log.warning(
                     "%s %s on %s failed (attempt %d/%d), retrying in %.2fs: %s",
                     op, key, self.url, attempt, attempts, wait_s, exc,
@@ -152,7 +167,7 @@ class RetryingBackend:
 
             return self._retry(
                 "put", key, lambda: self.inner.put(key, body, size=size, metadata=metadata, content_xxh3=content_xxh3),
-                before_retry=rewind,
+                before_retry=rewind, nbytes=size or 0,
             )
         if size is not None and size <= self.buffer_limit:
             check_key(key)  # fail before reading the body
@@ -160,7 +175,7 @@ class RetryingBackend:
             return self._retry(
                 "put", key,
                 lambda: self.inner.put(key, buffered, size=size, metadata=metadata, content_xxh3=content_xxh3),
-                before_retry=buffered.rewind,
+                before_retry=buffered.rewind, nbytes=size,
             )
         return self.inner.put(key, body, size=size, metadata=metadata, content_xxh3=content_xxh3)
 

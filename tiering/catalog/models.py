@@ -327,3 +327,18 @@ class AuditEntry(Base):
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     result: Mapped[str] = mapped_column(String(16), comment="ok | failed | skipped")
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class LeaderEpoch(Base):
+    """The fencing token of a leader role (``scheduler``): raised by one each time a process takes office.
+
+    Work a leader creates (policy runs, move and restore jobs) is written only while the epoch it took
+    office with is still the row's, checked in the same transaction (:mod:`tiering.catalog.leader`).
+    """
+
+    __tablename__ = "leader_epochs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True, comment="the role, e.g. scheduler")
+    epoch: Mapped[int] = mapped_column(BigInteger, comment="raised by one each time a leader takes office")
+    holder: Mapped[str] = mapped_column(String(255), comment="host:pid of the leader that took office last")
+    taken_at: Mapped[dt.datetime]
