@@ -508,6 +508,54 @@ def verify(c: Context, label: str, tier: str | None, json_out: bool, progress: b
 
 
 @cli.command()
+@click.option("--tier", default=None, help="Only this tier (default: every tier).")
+@click.option("--fix", is_flag=True,
+              help="Delete orphan objects and abort unfinished uploads older than --older-than.")
+@click.option("--deep", is_flag=True, help="Also read every trusted copy and compare its xxh3-128 (reads all bytes).")
+@click.option("--older-than", "older_than", default="1h", show_default=True, metavar="DURATION",
+              help="With --fix: leave anything younger than this (e.g. 0, 90s, 30m, 1h, 2d).")
+@json_option
+@progress_option
+@pass_ctx
+def scrub(c: Context, tier: str | None, fix: bool, deep: bool, older_than: str, json_out: bool,
+          progress: bool | None) -> None:
+    """Compare the catalog with what the tiers hold; with --fix, remove what no dataset owns.
+
+    \b
+    Reports: orphan objects (under dataset layout prefixes and adopted prefixes, owned by no replica),
+    unfinished multipart uploads (S3 tiers), replicas whose object is missing or has another size
+    (--deep: another digest), datasets stuck registering or moving, jobs no live lease drives.
+    --fix removes only orphans and uploads older than --older-than that no running step writes;
+    it never deletes an object the catalog names, so never a verified copy.
+    \b
+    Exit status: 0 clean; 1 findings remain unfixed; other codes as for every command.
+    """
+    from tiering.scrub import parse_duration
+    from tiering.scrub import scrub as do_scrub
+
+    grace = parse_duration(older_than)
+    show = _show_progress(json_out, progress)
+    on_phase = (lambda line: click.echo(line, err=True)) if show else None
+    with progress_display("scrub --deep", show and deep) as p:
+        report = do_scrub(c.app(), tier=tier, fix=fix, deep=deep, older_than=grace, progress=p, on_phase=on_phase)
+    if json_out:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        shown = report.findings[:SCRUB_LINES]
+        for f in shown:
+            click.echo(f"  {f.line()}")
+        if len(report.findings) > len(shown):
+            click.echo(f"  ... and {len(report.findings) - len(shown)} more (--json lists them all)")
+        click.echo(report.summary())
+    if not report.ok:
+        raise SystemExit(1)
+
+
+#: findings printed one per line by `tiering scrub` (all of them with --json)
+SCRUB_LINES = 200
+
+
+@cli.command()
 @click.option("--dir", "workdir", default=None, metavar="DIR", help="Keep the demo workspace in DIR.")
 def demo(workdir: str | None) -> None:
     """Run the whole story on local directory tiers in a throwaway workspace (no server needed)."""

@@ -15,6 +15,7 @@ filesystem once before each batch it records (an fsync per 16 KiB file costs mor
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import functools
 import itertools
@@ -328,7 +329,7 @@ class FileBackend:
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         if not self.root.exists():
             return
-        found: list[tuple[str, int]] = []
+        found: list[tuple[str, int, float]] = []
         for dirpath, dirnames, filenames in os.walk(self.root):
             rel_dir = os.path.relpath(dirpath, self.root)
             if rel_dir == ".":
@@ -341,11 +342,13 @@ class FileBackend:
                 key = key.replace(os.sep, "/")
                 if key.startswith(prefix):
                     try:
-                        found.append((key, os.stat(os.path.join(dirpath, name)).st_size))
+                        st = os.stat(os.path.join(dirpath, name))
                     except FileNotFoundError:
                         continue
-        for key, size in sorted(found):
-            yield ObjectInfo(key=key, size=size, metadata=self._read_meta(key))
+                    found.append((key, st.st_size, st.st_mtime))
+        for key, size, mtime in sorted(found):
+            yield ObjectInfo(key=key, size=size, metadata=self._read_meta(key),
+                             modified=dt.datetime.fromtimestamp(mtime, dt.UTC))
 
     def abort_incomplete(self, prefix: str = "") -> int:
         removed = 0
