@@ -50,6 +50,7 @@ from tiering.layout import (
     manifest_key,
     parse_label,
 )
+from tiering.packing import scan_shard
 
 ProgressFactory = Callable[[str, Progress], Any]
 
@@ -476,7 +477,9 @@ class VerifyProblem:
     path: str
     tier: str
     key: str
-    problem: str  # missing | size_mismatch | checksum_mismatch | error
+    #: missing | size_mismatch | checksum_mismatch | error; in a packed shard also unsafe_tar_entry,
+    #: tar_name_mismatch, unexpected_tar_entry (see :class:`tiering.packing.ShardProblem`)
+    problem: str
     detail: str = ""
 
 
@@ -530,14 +533,44 @@ def verify(app: App, label: str, *, tier: str | None = None, progress: Progress 
             return VerifyProblem(path, tier_name, key, "checksum_mismatch", f"{digests.xxh3} != {xxh3}"), size
         return None, size
 
+    # members packed in a shard are checked by reading the shard once, front to back, tar headers included
+    singles = [r for r in rows if r[5] is None]
+    shards: dict[tuple[str, str], list[Any]] = {}
+    for r in rows:
+        if r[5] is not None:
+            shards.setdefault((r[3], r[4]), []).append(r)
+
+    def check_shard(item: tuple[tuple[str, str], list[Any]]) -> tuple[list[VerifyProblem], int]:
+        (tier_name, key), members = item
+        by_offset = {offset: (path, size, xxh3) for path, size, xxh3, _t, _k, offset in members}
+        try:
+            stream = app.backend(tier_name).open_read(key)
+        except TieringError as exc:
+            kind = "missing" if exc.reason == "object_not_found" else "error"
+            return [VerifyProblem(m[0], tier_name, key, kind, str(exc)) for m in members], 0
+        try:
+            found, nbytes = scan_shard(stream, by_offset, on_member=progress.add if progress is not None else None)
+        except TieringError as exc:
+            return [VerifyProblem("", tier_name, key, "error", str(exc))], 0
+        finally:
+            stream.close()
+        return [VerifyProblem(p.path, tier_name, key, p.problem,
+                              p.detail + (f" (member bytes at offset {p.offset})" if p.offset is not None else ""))
+                for p in found], nbytes
+
     with ThreadPoolExecutor(max_workers=app.config.transfer.workers) as pool:
-        for row, (problem, nbytes) in zip(rows, pool.map(check, rows), strict=True):
+        for row, (problem, nbytes) in zip(singles, pool.map(check, singles), strict=True):
             report.replicas_checked += 1
             report.bytes_read += nbytes
             if progress is not None:
                 progress.add(row[1], failed=problem is not None)
             if problem is not None:
                 report.problems.append(problem)
+        for (_where, members), (found, nbytes) in zip(shards.items(), pool.map(check_shard, shards.items()),
+                                                      strict=True):
+            report.replicas_checked += len(members)
+            report.bytes_read += nbytes
+            report.problems.extend(found)
     now = app.now()
     with app.catalog.session() as s:
         ds = find_dataset(s, report.label)
