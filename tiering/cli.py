@@ -501,10 +501,29 @@ def verify(c: Context, label: str, tier: str | None, json_out: bool, progress: b
         status = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
         click.echo(f"{report.label}: {report.replicas_checked} copies checked, "
                    f"{format_size(report.bytes_read)} read: {status}")
-        for p_ in report.problems[:50]:
-            click.echo(f"  {p_.problem}: {p_.tier}:{p_.key} ({p_.path}) {p_.detail}")
+        for line in _grouped_problems(report.problems):
+            click.echo(f"  {line}")
     if not report.ok:
         raise SystemExit(7)
+
+
+def _grouped_problems(problems: list[Any]) -> list[str]:
+    """One line per (tier, problem, reason) with a count and the first copy as an example: a tier that
+    is down is one line, not one per copy (``--json`` lists every problem)."""
+    groups: dict[tuple[str, str, str], list[Any]] = {}
+    for p in problems:
+        groups.setdefault((p.tier, p.problem, p.reason or p.problem), []).append(p)
+    lines = []
+    for (tier, problem, reason), items in groups.items():
+        first = items[0]
+        where = f"{first.tier}:{first.key}" + (f" ({first.path})" if first.path else "")
+        if len(items) == 1:
+            lines.append(f"{problem}: {where} {first.detail}".rstrip())
+            continue
+        why = f" ({reason})" if reason != problem else ""
+        lines.append(f"{problem}{why} on {tier}: {len(items)} copies, first {where}: {first.detail} "
+                     "(--json lists all)")
+    return lines
 
 
 @cli.command()

@@ -481,6 +481,9 @@ class VerifyProblem:
     #: tar_name_mismatch, unexpected_tar_entry (see :class:`tiering.packing.ShardProblem`)
     problem: str
     detail: str = ""
+    #: why, in one word: the problem itself, or for ``missing`` and ``error`` the backend error's reason
+    #: (``unreachable``, ``access_denied``, ...): the CLI prints one line per (tier, problem, reason)
+    reason: str = ""
 
 
 @dataclass
@@ -526,11 +529,13 @@ def verify(app: App, label: str, *, tier: str | None = None, progress: Progress 
                 stream.close()
         except TieringError as exc:
             kind = "missing" if exc.reason == "object_not_found" else "error"
-            return VerifyProblem(path, tier_name, key, kind, str(exc)), 0
+            return VerifyProblem(path, tier_name, key, kind, str(exc), exc.reason), 0
         if digests.size != size:
-            return VerifyProblem(path, tier_name, key, "size_mismatch", f"{digests.size} != {size} bytes"), digests.size
+            return VerifyProblem(path, tier_name, key, "size_mismatch", f"{digests.size} != {size} bytes",
+                                 "size_mismatch"), digests.size
         if digests.xxh3 != xxh3:
-            return VerifyProblem(path, tier_name, key, "checksum_mismatch", f"{digests.xxh3} != {xxh3}"), size
+            return VerifyProblem(path, tier_name, key, "checksum_mismatch", f"{digests.xxh3} != {xxh3}",
+                                 "checksum_mismatch"), size
         return None, size
 
     # members packed in a shard are checked by reading the shard once, front to back, tar headers included
@@ -547,15 +552,16 @@ def verify(app: App, label: str, *, tier: str | None = None, progress: Progress 
             stream = app.backend(tier_name).open_read(key)
         except TieringError as exc:
             kind = "missing" if exc.reason == "object_not_found" else "error"
-            return [VerifyProblem(m[0], tier_name, key, kind, str(exc)) for m in members], 0
+            return [VerifyProblem(m[0], tier_name, key, kind, str(exc), exc.reason) for m in members], 0
         try:
             found, nbytes = scan_shard(stream, by_offset, on_member=progress.add if progress is not None else None)
         except TieringError as exc:
-            return [VerifyProblem("", tier_name, key, "error", str(exc))], 0
+            return [VerifyProblem("", tier_name, key, "error", str(exc), exc.reason)], 0
         finally:
             stream.close()
         return [VerifyProblem(p.path, tier_name, key, p.problem,
-                              p.detail + (f" (member bytes at offset {p.offset})" if p.offset is not None else ""))
+                              p.detail + (f" (member bytes at offset {p.offset})" if p.offset is not None else ""),
+                              p.problem)
                 for p in found], nbytes
 
     with ThreadPoolExecutor(max_workers=app.config.transfer.workers) as pool:

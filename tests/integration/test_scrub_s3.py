@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import make_tree, open_app, run_cli, workspace_config, write_config
-from servers import SeaweedServer
+from servers import SeaweedServer, free_ports
 
 from tiering import jobs
 from tiering.hashing import xxh3_bytes
@@ -76,3 +76,31 @@ def test_scrub_reports_and_fixes_an_orphan_and_an_unfinished_upload_on_seaweed(
         assert json.loads(body)["name"] == "e"
     finally:
         app.close()
+
+
+def test_verify_with_the_endpoint_down_prints_one_line_per_cause_with_a_count(
+    tmp_path: Path, bucket: object, seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = bucket.name  # type: ignore[attr-defined]
+    monkeypatch.setenv("HOT_ACCESS_KEY_ID", seaweed.access_key)
+    monkeypatch.setenv("HOT_SECRET_ACCESS_KEY", seaweed.secret_key)
+    hot = {"rank": 0, "backend": f"s3://{name}/nvme", "endpoint": seaweed.endpoint, "credentials": {"env": "HOT"}}
+    data = workspace_config(tmp_path, tiers={"hot": hot, "cold": {"rank": 1, "backend": (tmp_path / "c").as_uri()}},
+                            transfer={"retries": 0})
+    make_tree(tmp_path / "d", 40, seed=13, max_size=2000)
+    app = open_app(data)
+    try:
+        jobs.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
+    finally:
+        app.close()
+    hot["endpoint"] = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
+    config = write_config(tmp_path, data)
+
+    out = run_cli(config, "verify", "d@1")
+    assert out.returncode == 7, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2, out.stdout
+    assert lines[0].startswith("d@1: 40 copies checked") and "40 PROBLEM(S)" in lines[0]
+    assert lines[1].strip().startswith("error (unreachable) on hot: 40 copies, first hot:dataset/d/1/")
+    doc = json.loads(run_cli(config, "verify", "d@1", "--json").stdout)
+    assert len(doc["problems"]) == 40 and {p["reason"] for p in doc["problems"]} == {"unreachable"}
