@@ -16,7 +16,6 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import click
@@ -297,7 +296,9 @@ def ls_cmd(c: Context, tier: str | None, kind: str | None, name: str | None, jso
 @cli.command()
 @click.argument("args", nargs=-1, required=True)
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="With `show member`: write the member's bytes here ('-' for stdout).")
+              help="With `show member`: write the member's bytes to FILE (through a temporary file that becomes "
+                   "FILE only once the bytes verify, removed otherwise), or '-' for stdout (held in memory and "
+                   "verified before the first byte is written; members over 256 MiB are refused: use a FILE).")
 @click.option("--members", "member_limit", default=20, show_default=True, help="How many members to list.")
 @json_option
 @pass_ctx
@@ -306,7 +307,7 @@ def show(c: Context, args: tuple[str, ...], out: str | None, member_limit: int, 
 
     For a dataset: files, bytes, home tier, replicas per tier and state, digests, move jobs and history.
     """
-    from tiering.jobs import read_member
+    from tiering.jobs import read_member, save_member
     from tiering.jobs import show as do_show
 
     app = c.app()
@@ -316,12 +317,9 @@ def show(c: Context, args: tuple[str, ...], out: str | None, member_limit: int, 
         if out is None:
             raise UsageError("give --out FILE (or --out - for stdout) to read a member")
         if out == "-":
-            n = read_member(app, args[1], args[2], sys.stdout.buffer)
+            read_member(app, args[1], args[2], sys.stdout.buffer, verify_first=True)
         else:
-            tmp = Path(out + ".part")
-            with open(tmp, "wb") as fh:
-                n = read_member(app, args[1], args[2], fh)
-            os.replace(tmp, out)
+            n = save_member(app, args[1], args[2], out)
             click.echo(f"wrote {n} bytes to {out} (xxh3-128 verified)", err=True)
         return
     if len(args) != 1:

@@ -6,9 +6,11 @@ Each function takes an :class:`~tiering.app.App` and plain arguments, does one t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -731,12 +733,24 @@ def show(app: App, label: str, *, member_limit: int = 20) -> DatasetDetail:
         return DatasetDetail(row, d.content_digest, d.adopted, replicas, members, history, int(reads or 0), jobs)
 
 
-def read_member(app: App, label: str, path: str, out: io.RawIOBase | Any) -> int:
+#: ``read_member(..., verify_first=True)`` holds a member in memory to check it before writing a byte; a
+#: larger member is refused (write it to a file instead: ``save_member``)
+VERIFY_FIRST_MAX_BYTES = 256 * 1024 * 1024
+
+
+def read_member(
+    app: App, label: str, path: str, out: io.RawIOBase | Any, *, verify_first: bool = False,
+    max_buffer: int = VERIFY_FIRST_MAX_BYTES,
+) -> int:
     """Copy one member's bytes to ``out`` and verify them (size and xxh3-128). Returns bytes written.
 
     Reads the trusted copy on the hottest tier; a member packed in a shard is read with one ranged GET.
-    Raises ``DatasetArchived`` when the only copy needs an archive restore first, ``CorruptedCopy``
-    (naming the dataset and path) when the bytes do not match the catalog.
+    Without ``verify_first`` the bytes are written as they stream and checked at the end: after a
+    ``CorruptedCopy`` the caller must discard what ``out`` received. With ``verify_first`` (for a stream that
+    cannot be taken back, such as stdout) the member is read into memory and checked first, and ``out``
+    receives nothing unless it verifies; a member over ``max_buffer`` bytes raises ``UsageError`` before
+    any read. Raises ``DatasetArchived`` when the only copy needs an archive restore first,
+    ``CorruptedCopy`` (naming the dataset and path) when the bytes do not match the catalog.
     """
     from tiering.errors import ArchivedObject, CorruptedCopy
     from tiering.restore import archived_error
@@ -746,6 +760,9 @@ def read_member(app: App, label: str, path: str, out: io.RawIOBase | Any) -> int
         m = s.scalars(select(Member).where(Member.dataset_id == ds.id, Member.path == path)).first()
         if m is None:
             raise PathNotFound(f"{ds.label}:{path}")
+        if verify_first and m.size > max_buffer:
+            raise UsageError(f"{ds.label}:{path} is {m.size} bytes, more than the {max_buffer} bytes checked in "
+                             "memory before they are written out: give --out FILE")
         rep = s.scalars(
             select(Replica).join(Tier, Tier.id == Replica.tier_id)
             .where(Replica.member_id == m.id, Replica.state.in_([str(x) for x in TRUSTED_REPLICA_STATES]))
@@ -763,20 +780,45 @@ def read_member(app: App, label: str, path: str, out: io.RawIOBase | Any) -> int
         with app.catalog.session() as s:
             raise archived_error(s, app, find_dataset(s, label), app.now()) from None
     digests = Digests()
+    held: list[bytes] = []
     try:
         while True:
             chunk = stream.read(CHUNK_SIZE)
             if not chunk:
                 break
             digests.update(chunk)
-            out.write(chunk)
+            if verify_first:
+                held.append(chunk)
+                if digests.size > max_buffer:  # longer than the catalog says: it cannot verify
+                    break
+            else:
+                out.write(chunk)
     finally:
         stream.close()
     if digests.xxh3 != expected or digests.size != size:
         where = f"{tier_name}:{key}" + (f"@{offset}" if offset is not None else "")
         raise CorruptedCopy(f"{where} (member {path} of {ds_label})", "reader", expected,
                             f"{digests.xxh3} ({digests.size} bytes)")
+    for chunk in held:
+        out.write(chunk)
     return digests.size
+
+
+def save_member(app: App, label: str, path: str, dest: str | os.PathLike[str]) -> int:
+    """Write one member to the file ``dest``, verified: the bytes go to a temporary file beside it, which
+    becomes ``dest`` only once they hash right and is removed otherwise (``dest`` is then untouched).
+    Returns bytes written; raises as :func:`read_member`."""
+    target = Path(dest)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            n = read_member(app, label, path, fh)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return n
 
 
 def iter_labels(app: App) -> Iterable[str]:
