@@ -17,7 +17,6 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import click
@@ -300,7 +299,9 @@ def ls_cmd(c: Context, tier: str | None, kind: str | None, name: str | None, jso
 @cli.command()
 @click.argument("args", nargs=-1, required=True)
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="With `show member`: write the member's bytes here ('-' for stdout).")
+              help="With `show member`: write the member's bytes to FILE (through a temporary file that becomes "
+                   "FILE only once the bytes verify, removed otherwise), or '-' for stdout (held in memory and "
+                   "verified before the first byte is written; members over 256 MiB are refused: use a FILE).")
 @click.option("--members", "member_limit", default=20, show_default=True, help="How many members to list.")
 @json_option
 @pass_ctx
@@ -309,7 +310,7 @@ def show(c: Context, args: tuple[str, ...], out: str | None, member_limit: int, 
 
     For a dataset: files, bytes, home tier, replicas per tier and state, digests, move jobs and history.
     """
-    from tiering.jobs import member_attributes, read_member
+    from tiering.jobs import read_member, save_member
     from tiering.jobs import show as do_show
 
     app = c.app()
@@ -319,18 +320,9 @@ def show(c: Context, args: tuple[str, ...], out: str | None, member_limit: int, 
         if out is None:
             raise UsageError("give --out FILE (or --out - for stdout) to read a member")
         if out == "-":
-            n = read_member(app, args[1], args[2], sys.stdout.buffer)
+            read_member(app, args[1], args[2], sys.stdout.buffer, verify_first=True)
         else:
-            tmp = Path(out + ".part")
-            with open(tmp, "wb") as fh:
-                n = read_member(app, args[1], args[2], fh)
-            # the file comes back as it was registered: its permission bits and modification time
-            mode, mtime_ns = member_attributes(app, args[1], args[2])
-            if mode is not None:
-                os.chmod(tmp, mode)
-            if mtime_ns is not None:
-                os.utime(tmp, ns=(mtime_ns, mtime_ns))
-            os.replace(tmp, out)
+            n = save_member(app, args[1], args[2], out)
             click.echo(f"wrote {n} bytes to {out} (xxh3-128 verified)", err=True)
         return
     if len(args) != 1:
@@ -513,10 +505,77 @@ def verify(c: Context, label: str, tier: str | None, json_out: bool, progress: b
         status = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
         click.echo(f"{report.label}: {report.replicas_checked} copies checked, "
                    f"{format_size(report.bytes_read)} read: {status}")
-        for p_ in report.problems[:50]:
-            click.echo(f"  {p_.problem}: {p_.tier}:{p_.key} ({p_.path}) {p_.detail}")
+        for line in _grouped_problems(report.problems):
+            click.echo(f"  {line}")
     if not report.ok:
         raise SystemExit(7)
+
+
+def _grouped_problems(problems: list[Any]) -> list[str]:
+    """One line per (tier, problem, reason) with a count and the first copy as an example: a tier that
+    is down is one line, not one per copy (``--json`` lists every problem)."""
+    groups: dict[tuple[str, str, str], list[Any]] = {}
+    for p in problems:
+        groups.setdefault((p.tier, p.problem, p.reason or p.problem), []).append(p)
+    lines = []
+    for (tier, problem, reason), items in groups.items():
+        first = items[0]
+        where = f"{first.tier}:{first.key}" + (f" ({first.path})" if first.path else "")
+        if len(items) == 1:
+            lines.append(f"{problem}: {where} {first.detail}".rstrip())
+            continue
+        why = f" ({reason})" if reason != problem else ""
+        lines.append(f"{problem}{why} on {tier}: {len(items)} copies, first {where}: {first.detail} "
+                     "(--json lists all)")
+    return lines
+
+
+@cli.command()
+@click.option("--tier", default=None, help="Only this tier (default: every tier).")
+@click.option("--fix", is_flag=True,
+              help="Delete orphan objects and abort unfinished uploads older than --older-than.")
+@click.option("--deep", is_flag=True, help="Also read every trusted copy and compare its xxh3-128 (reads all bytes).")
+@click.option("--older-than", "older_than", default="1h", show_default=True, metavar="DURATION",
+              help="With --fix: leave anything younger than this (e.g. 0, 90s, 30m, 1h, 2d).")
+@json_option
+@progress_option
+@pass_ctx
+def scrub(c: Context, tier: str | None, fix: bool, deep: bool, older_than: str, json_out: bool,
+          progress: bool | None) -> None:
+    """Compare the catalog with what the tiers hold; with --fix, remove what no dataset owns.
+
+    \b
+    Reports: orphan objects (under dataset layout prefixes and adopted prefixes, owned by no replica),
+    unfinished multipart uploads (S3 tiers), replicas whose object is missing or has another size
+    (--deep: another digest), datasets stuck registering or moving, jobs no live lease drives.
+    --fix removes only orphans and uploads older than --older-than that no running step writes;
+    it never deletes an object the catalog names, so never a verified copy.
+    \b
+    Exit status: 0 clean; 1 findings remain unfixed; other codes as for every command.
+    """
+    from tiering.scrub import parse_duration
+    from tiering.scrub import scrub as do_scrub
+
+    grace = parse_duration(older_than)
+    show = _show_progress(json_out, progress)
+    on_phase = (lambda line: click.echo(line, err=True)) if show else None
+    with progress_display("scrub --deep", show and deep) as p:
+        report = do_scrub(c.app(), tier=tier, fix=fix, deep=deep, older_than=grace, progress=p, on_phase=on_phase)
+    if json_out:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        shown = report.findings[:SCRUB_LINES]
+        for f in shown:
+            click.echo(f"  {f.line()}")
+        if len(report.findings) > len(shown):
+            click.echo(f"  ... and {len(report.findings) - len(shown)} more (--json lists them all)")
+        click.echo(report.summary())
+    if not report.ok:
+        raise SystemExit(1)
+
+
+#: findings printed one per line by `tiering scrub` (all of them with --json)
+SCRUB_LINES = 200
 
 
 @cli.command()

@@ -446,6 +446,8 @@ class Executor:
             job = s.get_one(MoveJob, job_id)
             ds = s.get_one(Dataset, job.dataset_id)
             src_tier_id, dst_tier_id = job.src_tier_id, job.dst_tier_id
+            # a restore copies every member it can: tiering.restore stages what verified and names the rest
+            keep_going = job.purpose == "restore"
             prefix = dataset_prefix(ds.kind, ds.name, ds.version)
             attempted = s.scalar(
                 select(MoveStep.id).where(MoveStep.job_id == job_id, MoveStep.attempts > 0).limit(1)
@@ -508,7 +510,7 @@ class Executor:
                 except LeaseLost:
                     lease_lost = True
                     internal_stop.set()
-                if not result.ok and not _retryable(result):
+                if not result.ok and not _retryable(result) and not keep_going:
                     internal_stop.set()
         except LeaseLost:
             lease_lost = True
@@ -675,9 +677,15 @@ class Executor:
                 )
                 outcome.error = "; ".join(e or "" for e in failed_errors)
         if counts.get(StepState.FAILED):
+            if self._purpose(job_id) == "restore":
+                return JobState.FAILED  # left running: tiering.restore stages what verified, then abandons it
             self.abandon(job_id, reason=outcome.error or "step failed")
             return JobState.FAILED
         return JobState.RUNNING
+
+    def _purpose(self, job_id: int) -> str:
+        with self.app.catalog.session() as s:
+            return str(s.scalars(select(MoveJob.purpose).where(MoveJob.id == job_id)).one())
 
     # ---------------------------------------------------------------- packed steps (archive destinations)
     #

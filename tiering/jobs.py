@@ -6,8 +6,11 @@ Each function takes an :class:`~tiering.app.App` and plain arguments, does one t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -50,6 +53,7 @@ from tiering.layout import (
     manifest_key,
     parse_label,
 )
+from tiering.packing import scan_shard
 from tiering.tree import apply_tree, posix_entries, scan_directory, scan_file, tree_rows
 
 ProgressFactory = Callable[[str, Progress], Any]
@@ -492,8 +496,13 @@ class VerifyProblem:
     path: str
     tier: str
     key: str
-    problem: str  # missing | size_mismatch | checksum_mismatch | error
+    #: missing | size_mismatch | checksum_mismatch | error; in a packed shard also unsafe_tar_entry,
+    #: tar_name_mismatch, unexpected_tar_entry (see :class:`tiering.packing.ShardProblem`)
+    problem: str
     detail: str = ""
+    #: why, in one word: the problem itself, or for ``missing`` and ``error`` the backend error's reason
+    #: (``unreachable``, ``access_denied``, ...): the CLI prints one line per (tier, problem, reason)
+    reason: str = ""
 
 
 @dataclass
@@ -539,21 +548,54 @@ def verify(app: App, label: str, *, tier: str | None = None, progress: Progress 
                 stream.close()
         except TieringError as exc:
             kind = "missing" if exc.reason == "object_not_found" else "error"
-            return VerifyProblem(path, tier_name, key, kind, str(exc)), 0
+            return VerifyProblem(path, tier_name, key, kind, str(exc), exc.reason), 0
         if digests.size != size:
-            return VerifyProblem(path, tier_name, key, "size_mismatch", f"{digests.size} != {size} bytes"), digests.size
+            return VerifyProblem(path, tier_name, key, "size_mismatch", f"{digests.size} != {size} bytes",
+                                 "size_mismatch"), digests.size
         if digests.xxh3 != xxh3:
-            return VerifyProblem(path, tier_name, key, "checksum_mismatch", f"{digests.xxh3} != {xxh3}"), size
+            return VerifyProblem(path, tier_name, key, "checksum_mismatch", f"{digests.xxh3} != {xxh3}",
+                                 "checksum_mismatch"), size
         return None, size
 
+    # members packed in a shard are checked by reading the shard once, front to back, tar headers included
+    singles = [r for r in rows if r[5] is None]
+    shards: dict[tuple[str, str], list[Any]] = {}
+    for r in rows:
+        if r[5] is not None:
+            shards.setdefault((r[3], r[4]), []).append(r)
+
+    def check_shard(item: tuple[tuple[str, str], list[Any]]) -> tuple[list[VerifyProblem], int]:
+        (tier_name, key), members = item
+        by_offset = {offset: (path, size, xxh3) for path, size, xxh3, _t, _k, offset in members}
+        try:
+            stream = app.backend(tier_name).open_read(key)
+        except TieringError as exc:
+            kind = "missing" if exc.reason == "object_not_found" else "error"
+            return [VerifyProblem(m[0], tier_name, key, kind, str(exc), exc.reason) for m in members], 0
+        try:
+            found, nbytes = scan_shard(stream, by_offset, on_member=progress.add if progress is not None else None)
+        except TieringError as exc:
+            return [VerifyProblem("", tier_name, key, "error", str(exc), exc.reason)], 0
+        finally:
+            stream.close()
+        return [VerifyProblem(p.path, tier_name, key, p.problem,
+                              p.detail + (f" (member bytes at offset {p.offset})" if p.offset is not None else ""),
+                              p.problem)
+                for p in found], nbytes
+
     with ThreadPoolExecutor(max_workers=app.config.transfer.workers) as pool:
-        for row, (problem, nbytes) in zip(rows, pool.map(check, rows), strict=True):
+        for row, (problem, nbytes) in zip(singles, pool.map(check, singles), strict=True):
             report.replicas_checked += 1
             report.bytes_read += nbytes
             if progress is not None:
                 progress.add(row[1], failed=problem is not None)
             if problem is not None:
                 report.problems.append(problem)
+        for (_where, members), (found, nbytes) in zip(shards.items(), pool.map(check_shard, shards.items()),
+                                                      strict=True):
+            report.replicas_checked += len(members)
+            report.bytes_read += nbytes
+            report.problems.extend(found)
     now = app.now()
     with app.catalog.session() as s:
         ds = find_dataset(s, report.label)
@@ -708,12 +750,24 @@ def show(app: App, label: str, *, member_limit: int = 20) -> DatasetDetail:
         return DatasetDetail(row, d.content_digest, d.adopted, replicas, members, history, int(reads or 0), jobs)
 
 
-def read_member(app: App, label: str, path: str, out: io.RawIOBase | Any) -> int:
+#: ``read_member(..., verify_first=True)`` holds a member in memory to check it before writing a byte; a
+#: larger member is refused (write it to a file instead: ``save_member``)
+VERIFY_FIRST_MAX_BYTES = 256 * 1024 * 1024
+
+
+def read_member(
+    app: App, label: str, path: str, out: io.RawIOBase | Any, *, verify_first: bool = False,
+    max_buffer: int = VERIFY_FIRST_MAX_BYTES,
+) -> int:
     """Copy one member's bytes to ``out`` and verify them (size and xxh3-128). Returns bytes written.
 
     Reads the trusted copy on the hottest tier; a member packed in a shard is read with one ranged GET.
-    Raises ``DatasetArchived`` when the only copy needs an archive restore first, ``CorruptedCopy``
-    (naming the dataset and path) when the bytes do not match the catalog.
+    Without ``verify_first`` the bytes are written as they stream and checked at the end: after a
+    ``CorruptedCopy`` the caller must discard what ``out`` received. With ``verify_first`` (for a stream that
+    cannot be taken back, such as stdout) the member is read into memory and checked first, and ``out``
+    receives nothing unless it verifies; a member over ``max_buffer`` bytes raises ``UsageError`` before
+    any read. Raises ``DatasetArchived`` when the only copy needs an archive restore first,
+    ``CorruptedCopy`` (naming the dataset and path) when the bytes do not match the catalog.
     """
     from tiering.errors import ArchivedObject, CorruptedCopy
     from tiering.restore import archived_error
@@ -727,6 +781,9 @@ def read_member(app: App, label: str, path: str, out: io.RawIOBase | Any) -> int
             if link is not None:
                 raise UsageError(f"{ds.label}:{path} is a symbolic link to {link.target}: read what it points to")
             raise PathNotFound(f"{ds.label}:{path}")
+        if verify_first and m.size > max_buffer:
+            raise UsageError(f"{ds.label}:{path} is {m.size} bytes, more than the {max_buffer} bytes checked in "
+                             "memory before they are written out: give --out FILE")
         rep = s.scalars(
             select(Replica).join(Tier, Tier.id == Replica.tier_id)
             .where(Replica.member_id == m.id, Replica.state.in_([str(x) for x in TRUSTED_REPLICA_STATES]))
@@ -744,19 +801,27 @@ def read_member(app: App, label: str, path: str, out: io.RawIOBase | Any) -> int
         with app.catalog.session() as s:
             raise archived_error(s, app, find_dataset(s, label), app.now()) from None
     digests = Digests()
+    held: list[bytes] = []
     try:
         while True:
             chunk = stream.read(CHUNK_SIZE)
             if not chunk:
                 break
             digests.update(chunk)
-            out.write(chunk)
+            if verify_first:
+                held.append(chunk)
+                if digests.size > max_buffer:  # longer than the catalog says: it cannot verify
+                    break
+            else:
+                out.write(chunk)
     finally:
         stream.close()
     if digests.xxh3 != expected or digests.size != size:
         where = f"{tier_name}:{key}" + (f"@{offset}" if offset is not None else "")
         raise CorruptedCopy(f"{where} (member {path} of {ds_label})", "reader", expected,
                             f"{digests.xxh3} ({digests.size} bytes)")
+    for chunk in held:
+        out.write(chunk)
     return digests.size
 
 
@@ -769,6 +834,27 @@ def member_attributes(app: App, label: str, path: str) -> tuple[int | None, int 
         if row is None:
             raise PathNotFound(f"{ds.label}:{path}")
         return row[0], row[1]
+def save_member(app: App, label: str, path: str, dest: str | os.PathLike[str]) -> int:
+    """Write one member to the file ``dest``, verified: the bytes go to a temporary file beside it, which
+    becomes ``dest`` only once they hash right and is removed otherwise (``dest`` is then untouched).
+    Returns bytes written; raises as :func:`read_member`."""
+    target = Path(dest)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            n = read_member(app, label, path, fh)
+        # the file comes back as it was registered: its permission bits and modification time
+        mode, mtime_ns = member_attributes(app, label, path)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        if mtime_ns is not None:
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return n
 
 
 def iter_labels(app: App) -> Iterable[str]:

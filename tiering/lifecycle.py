@@ -408,6 +408,7 @@ def nightly_cycle(
                 result.failed += 1
         if result.state == "running":
             result.state = "done" if result.failed == 0 else "failed"
+    scrubbed = _scrub_summary(app)
     finished = app.now()
     with app.catalog.session() as s:
         run = s.get_one(PolicyRun, run_id)
@@ -419,12 +420,27 @@ def nightly_cycle(
             result.bytes_moved
         run.summary = {"run_key": run_key,
                        "note": result.note, "resumed": result.resumed, "skipped_for_budget": result.skipped_for_budget,
-                       "moves": result.moves[:500], "totals": plan.to_json().get("tiers", [])}
+                       "moves": result.moves[:500], "totals": plan.to_json().get("tiers", []),
+                       "scrub": scrubbed}
         s.add(AuditEntry(at=finished, actor=app.actor, action="policy_run", result=result.state,
                          bytes=result.bytes_moved,
                          detail={"run_id": run_id, "planned": result.planned, "done": result.done,
                                  "failed": result.failed, "policy": policy.source, "note": result.note}))
     return result
+
+
+def _scrub_summary(app: App) -> dict[str, Any]:
+    """The night's scrub in report mode (no --deep, nothing removed): counts of findings by kind.
+
+    A scrub that cannot run (the catalog or a tier unreachable) is noted, never fails the night.
+    """
+    from tiering.scrub import scrub
+
+    try:
+        report = scrub(app)
+    except TieringError as exc:
+        return {"error": str(exc)}
+    return {"counts": report.counts, "unfixed": report.unfixed}
 
 
 def _run_move(app: App, executor: Executor, move: Any, run_id: int, stop: threading.Event | None,

@@ -378,3 +378,93 @@ def verify_shard(
                                 f"{pos + len(tail)} bytes")
     finally:
         stream.close()
+
+
+# ------------------------------------------------------------------------------------------ checking a stored shard
+
+
+@dataclass(frozen=True)
+class ShardProblem:
+    """Something wrong inside a stored shard. ``path`` is the member's path, or the tar entry's name when the
+    catalog places no member at its offset. ``problem``: ``unsafe_tar_entry`` (an absolute name, a ``..``
+    component, a link, device or anything but a regular file: unpacking it could write outside the target),
+    ``tar_name_mismatch`` (the entry at a member's offset carries another name), ``unexpected_tar_entry`` (an
+    entry where the catalog has no member), ``missing`` (no entry at a member's offset), ``size_mismatch``,
+    ``checksum_mismatch``, ``error`` (the shard is not a readable tar)."""
+
+    path: str
+    problem: str
+    detail: str
+    offset: int | None = None
+
+
+def _unsafe_reason(info: tarfile.TarInfo) -> str:
+    if info.name.startswith("/"):
+        return "absolute name"
+    if ".." in info.name.split("/"):
+        return "'..' component in its name"
+    if info.issym() or info.islnk():
+        return f"a link to {info.linkname!r}"
+    if info.ischr() or info.isblk() or info.isfifo():
+        return "a device or pipe"
+    if not info.isreg():
+        return f"not a regular file (tar type {info.type!r})"
+    return ""
+
+
+def scan_shard(
+    stream: ReadStream, members: Mapping[int, tuple[str, int, str]], *, on_member: Callable[[int], None] | None = None,
+) -> tuple[list[ShardProblem], int]:
+    """Read a stored shard once, front to back, checking every tar entry and every member it should hold.
+
+    ``members`` maps each member's data offset to its (path, size in bytes, xxh3-128) from the catalog. Every
+    entry must be safe to unpack (a regular file, a relative name without ``..``) and carry the name of the
+    member the catalog places at its data offset; each member's bytes must hash to its digest.
+    ``on_member(size)`` is called as each member is checked. Returns the problems and the bytes hashed.
+    """
+    problems: list[ShardProblem] = []
+    seen: set[int] = set()
+    hashed = 0
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+            for info in tar:
+                member = members.get(info.offset_data)
+                unsafe = _unsafe_reason(info)
+                if unsafe:
+                    problems.append(ShardProblem(member[0] if member else info.name, "unsafe_tar_entry",
+                                                 f"tar entry {info.name!r} at offset {info.offset}: {unsafe}",
+                                                 info.offset_data))
+                if member is None:
+                    if not unsafe:
+                        problems.append(ShardProblem(info.name, "unexpected_tar_entry",
+                                                     f"tar entry {info.name!r} at offset {info.offset} is no member "
+                                                     "the catalog knows", info.offset_data))
+                    continue
+                path, size, xxh3 = member
+                seen.add(info.offset_data)
+                if info.name != path:
+                    problems.append(ShardProblem(path, "tar_name_mismatch",
+                                                 f"the tar entry at offset {info.offset} is named {info.name!r}",
+                                                 info.offset_data))
+                if unsafe:
+                    continue
+                digests = Digests()
+                data = tar.extractfile(info)
+                if data is not None:
+                    while chunk := data.read(CHUNK_SIZE):
+                        digests.update(chunk)
+                hashed += digests.size
+                if on_member is not None:
+                    on_member(size)
+                if digests.size != size:
+                    problems.append(ShardProblem(path, "size_mismatch", f"{digests.size} != {size} bytes",
+                                                 info.offset_data))
+                elif digests.xxh3 != xxh3:
+                    problems.append(ShardProblem(path, "checksum_mismatch", f"{digests.xxh3} != {xxh3}",
+                                                 info.offset_data))
+    except (tarfile.TarError, EOFError) as exc:
+        problems.append(ShardProblem("", "error", f"not a readable tar after {hashed} member bytes: {exc}"))
+    for offset, (path, _size, _xxh3) in sorted(members.items()):
+        if offset not in seen:
+            problems.append(ShardProblem(path, "missing", f"no tar entry holds its bytes at offset {offset}", offset))
+    return problems, hashed

@@ -22,6 +22,12 @@ ranged GET and lands at its original path. Then one transaction makes the copies
 (state ``live`` on the target, ``expires_at`` set) and the requests ready. The dataset's home stays on the
 archive tier: the cold copy stays the master and is never deleted by a restore.
 
+**Partial restores.** A member whose archive copy does not verify does not stop the others: every member
+that verifies is staged (live on the target until the requests' expiry), the requests fail with a
+``last_error`` naming each bad member on a line of its own (dataset, path, archive object and offset,
+expected and actual digest; at most :data:`FAILED_MEMBER_LINES`), and the job ends failed. A later request
+for the same target copies only the members still missing there.
+
 **Glacier protocol.** When the source tier has ``archive: glacier``, each object needed (shard objects,
 not members) is first asked for with ``RestoreObject`` (retrieval tier from the priority: high=Expedited,
 normal=Standard, low=Bulk), and ``head`` is polled until it is readable (``sleep`` and clock injectable,
@@ -45,6 +51,7 @@ import contextlib
 import datetime as dt
 import io
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -100,6 +107,10 @@ DEFAULT_DAYS: Final = 7
 DEFAULT_DISPATCH_LIMIT: Final = 4
 #: rows per statement when ids are listed (SQLite limits bound parameters)
 _ID_CHUNK: Final = 500
+#: failed members named one per line in a failed restore's ``last_error``; the others are counted
+FAILED_MEMBER_LINES: Final = 50
+#: the actual digest in a ``source_changed`` step error (:class:`~tiering.errors.SourceChanged`'s message)
+_ACTUAL_DIGEST: Final = re.compile(r" hashes to (\S+ \(\d+ bytes\))")
 
 
 class RequestState(StrEnum):
@@ -503,7 +514,7 @@ class GroupOutcome:
     dataset: str
     target: str
     request_ids: list[int]
-    state: str  # ready | running | waiting | failed | cancelled
+    state: str  # ready | running | waiting | partial (some members staged) | failed | cancelled
     job_id: int | None = None
     bytes: int = 0
     seconds: float = 0.0
@@ -620,6 +631,7 @@ def _dispatch_group(
         except MoveInProgress as exc:  # another dispatcher (or a move) got there first
             outcome.error = str(exc)
             return outcome
+        _skip_staged_members(app, job_id, tier_id)
     outcome.job_id = job_id
     with app.catalog.session() as s:
         check_fence(s, fence)
@@ -644,9 +656,10 @@ def _dispatch_group(
     result = Executor(app).run_job(job_id, progress=progress, stop=stop)
     outcome.bytes = result.bytes
     if result.state == JobState.FAILED:
-        message = _failure_message(app, job_id, ds.label)
-        _fail_requests(app, dataset_id, tier_id, message)
-        outcome.state, outcome.error = "failed", message
+        # what verified is staged; the requests fail naming each member that did not, and the job ends
+        staged, message = _commit_partial(app, job_id, clock)
+        Executor(app).abandon(job_id, reason=message)
+        outcome.state, outcome.error = ("partial" if staged else "failed"), message
         return outcome
     if result.state != JobState.RUNNING:
         _remove_unfinished_copies(app, job_id)
@@ -660,6 +673,20 @@ def _dispatch_group(
         _remove_unfinished_copies(app, job_id)
     outcome.seconds = monotonic() - started
     return outcome
+
+
+def _skip_staged_members(app: App, job_id: int, tier_id: int) -> None:
+    """Steps of a new restore job whose member is already live on the target (staged by an earlier, partial
+    restore) need no copy: they start verified, and the commit makes the whole copy ready together."""
+    with app.catalog.session() as s:
+        s.execute(
+            update(MoveStep)
+            .where(MoveStep.job_id == job_id, MoveStep.state == StepState.PLANNED,
+                   MoveStep.member_id.in_(select(Replica.member_id).where(
+                       Replica.tier_id == tier_id, Replica.state == ReplicaState.LIVE)))
+            .values(state=StepState.VERIFIED)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _pending_requests(s: Session, dataset_id: int, tier_id: int) -> list[RestoreRequest]:
@@ -697,18 +724,73 @@ def _fail_requests(app: App, dataset_id: int, tier_id: int, message: str) -> Non
             req.last_error = message[:4000]
 
 
-def _failure_message(app: App, job_id: int, label: str) -> str:
-    """Why a restore job failed, naming the dataset and each failed member's path."""
+def _failed_member_lines(s: Session, job: MoveJob, label: str) -> tuple[list[str], int]:
+    """One line per failed member of a restore job (at most FAILED_MEMBER_LINES) and how many failed:
+    dataset, path, the archive object and offset read, expected and actual digest (or the error)."""
+    src = s.get_one(Tier, job.src_tier_id).name
+    failed = and_(MoveStep.job_id == job.id, MoveStep.state == StepState.FAILED)
+    total = int(s.scalar(select(func.count(MoveStep.id)).where(failed)) or 0)
+    rows = s.execute(
+        select(Member.path, Member.size, Member.xxh3, MoveStep.last_error, Replica.key, Replica.shard_offset)
+        .join(MoveStep, MoveStep.member_id == Member.id)
+        .outerjoin(Replica, and_(Replica.member_id == Member.id, Replica.tier_id == job.src_tier_id))
+        .where(failed).order_by(Member.path).limit(FAILED_MEMBER_LINES)
+    ).all()
+    lines = []
+    for path, size, xxh3, error, key, offset in rows:
+        where = f"{src}:{key}" + (f" at offset {offset}" if offset is not None else "") if key else f"tier {src}"
+        actual = _ACTUAL_DIGEST.search(error or "")
+        if actual is not None and (error or "").startswith("source_changed"):
+            why = f"corrupt archive copy: hashes to {actual.group(1)}, catalog says {xxh3} ({size} bytes)"
+        else:
+            why = (error or "unknown error")[:300]
+        lines.append(f"{label}:{path}: {where}: {why}")
+    return lines, total
+
+
+def _commit_partial(app: App, job_id: int, clock: Callable[[], dt.datetime]) -> tuple[int, str]:
+    """For a restore job some of whose members failed: in one transaction, its verified copies become the
+    staged copy (live until the latest expiry its requests ask for) and its pending requests fail with a
+    ``last_error`` of one line per failed member. Returns (members staged, that message). A later request
+    copies only the members still missing there."""
     with app.catalog.session() as s:
-        rows = s.execute(
-            select(Member.path, MoveStep.last_error).join(MoveStep, MoveStep.member_id == Member.id)
-            .where(MoveStep.job_id == job_id, MoveStep.state == StepState.FAILED)
-            .order_by(Member.path).limit(5)
-        ).all()
-        job = s.get_one(MoveJob, job_id)
-    if not rows:
-        return f"restore of {label} failed: {job.last_error or 'unknown error'}"
-    return f"restore of {label} failed: " + "; ".join(f"{path}: {err}" for path, err in rows)
+        job = s.get_one(MoveJob, job_id, with_for_update=True)
+        ds = s.get_one(Dataset, job.dataset_id)
+        target = s.get_one(Tier, job.dst_tier_id)
+        lines, failed = _failed_member_lines(s, job, ds.label)
+        now = clock()
+        reqs = _pending_requests(s, ds.id, job.dst_tier_id)
+        expires = now + dt.timedelta(days=max([r.days for r in reqs] or [1]))
+        staged = 0
+        if ds.home_tier_id != job.dst_tier_id:
+            staged = s.execute(
+                update(Replica)
+                .where(Replica.tier_id == job.dst_tier_id, Replica.member_id.in_(_dataset_members(ds.id)),
+                       Replica.state == ReplicaState.VERIFIED)
+                .values(state=ReplicaState.LIVE, expires_at=expires)
+                .execution_options(synchronize_session=False)
+            ).rowcount  # type: ignore[attr-defined]
+            _extend_staged(s, ds.id, job.dst_tier_id, expires)
+        readable = s.scalar(select(func.count(Replica.id)).where(
+            Replica.tier_id == job.dst_tier_id, Replica.member_id.in_(_dataset_members(ds.id)),
+            Replica.state == ReplicaState.LIVE)) or 0
+        head = (f"restore of {ds.label} to {target.name} failed for {failed} of {ds.member_count} members; "
+                f"{readable} are readable there until {expires.isoformat(timespec='seconds')}; "
+                "request it again once the archive copy is fixed (only the missing members are copied)")
+        if not failed:
+            head = f"restore of {ds.label} to {target.name} failed: {job.last_error or 'unknown error'}"
+        more = [f"... and {failed - len(lines)} more members"] if failed > len(lines) else []
+        message = "\n".join([head, *lines, *more])
+        for req in reqs:
+            _set_state(req, RequestState.FAILED, now)
+            req.last_error = message
+        s.add(AuditEntry(
+            at=now, actor=app.actor, action="restore", dataset_id=ds.id, dataset_label=ds.label,
+            from_tier=ds.home_tier.name, to_tier=target.name, bytes=0, result="partial" if staged else "failed",
+            detail={"job_id": job_id, "requests": [r.id for r in reqs], "staged": staged, "failed": failed,
+                    "members": lines[:10]},
+        ))
+    return staged, message
 
 
 def _commit_restore(app: App, job_id: int, clock: Callable[[], dt.datetime]) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -195,3 +197,65 @@ def test_tiering_debug_adds_a_traceback_and_keeps_the_errors_exit_code(
     assert code == 3
     assert "Traceback" in err
     assert "dataset 'ghost@1' is not in the catalog" in err.splitlines()[-1]
+def _corrupt_first_member(tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    code, _, err = run(capsys, "--config", str(config), "register", str(tmp_path / "src"), "--name", "d",
+                       "--version", "1", "--tier", "hot")
+    assert code == 0, err
+    victim = sorted(p.relative_to(tmp_path / "src").as_posix() for p in (tmp_path / "src").rglob("*") if p.is_file())[0]
+    stored = tmp_path / "tiers/hot/dataset/d/1" / victim
+    raw = bytearray(stored.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    stored.write_bytes(bytes(raw))
+    return victim
+
+
+def run_bytes(config: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """The CLI in a child process, its stdout kept as bytes."""
+    return subprocess.run([sys.executable, "-m", "tiering", "--config", str(config), *args],
+                          capture_output=True, timeout=120, check=False)
+
+
+def test_show_member_of_a_corrupt_member_leaves_no_file_and_writes_nothing_to_stdout(
+    ws: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    victim = _corrupt_first_member(tmp_path, ws, capsys)
+    dest = tmp_path / "out" / "member.bin"
+    dest.parent.mkdir()
+    code, _, err = run(capsys, "--config", str(ws), "show", "member", "d@1", victim, "--out", str(dest))
+    assert code == 7 and "checksum mismatch" in err
+    assert list(dest.parent.iterdir()) == []  # neither the file nor a partial one
+
+    piped = run_bytes(ws, "show", "member", "d@1", victim, "--out", "-")
+    assert piped.returncode == 7 and b"checksum mismatch" in piped.stderr
+    assert piped.stdout == b""  # no unverified byte reached stdout
+
+
+def test_show_member_to_stdout_streams_verified_bytes_and_refuses_a_member_over_the_memory_bound(
+    ws: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tiering import jobs
+    from tiering.app import App
+    from tiering.config import load_config
+    from tiering.errors import UsageError
+
+    code, _, err = run(capsys, "--config", str(ws), "register", str(tmp_path / "src"), "--name", "d",
+                       "--version", "1", "--tier", "hot")
+    assert code == 0, err
+    piped = run_bytes(ws, "show", "member", "d@1", "f0000.bin", "--out", "-")
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == (tmp_path / "src/f0000.bin").read_bytes()
+    size = (tmp_path / "src/f0000.bin").stat().st_size
+    with App.open(load_config(ws)) as app:
+        sink = bytearray()
+
+        class Sink:
+            def write(self, data: bytes) -> int:
+                sink.extend(data)
+                return len(data)
+
+        with pytest.raises(UsageError, match="give --out FILE"):
+            jobs.read_member(app, "d@1", "f0000.bin", Sink(), verify_first=True, max_buffer=size - 1)
+        assert sink == bytearray()
+        dest = tmp_path / "kept.bin"
+        assert jobs.save_member(app, "d@1", "f0000.bin", dest) == size
+        assert dest.read_bytes() == (tmp_path / "src/f0000.bin").read_bytes()

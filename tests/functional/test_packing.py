@@ -26,7 +26,7 @@ from tiering.backends.base import Backend, ReadStream
 from tiering.catalog.models import Member, MoveStep, Replica, Tier
 from tiering.errors import CorruptedCopy
 from tiering.layout import manifest_key
-from tiering.packing import SHARD_DIR, TAR_END, layout_shard, plan_shards
+from tiering.packing import SHARD_DIR, TAR_END, layout_shard, plan_shards, tar_header
 
 PACKED_COLD = {"archive": "packed", "pack_threshold": "40KB", "shard_size": "200KB"}
 
@@ -249,3 +249,47 @@ def test_a_member_corrupted_inside_its_shard_is_reported_with_the_dataset_and_pa
     out = io.BytesIO()
     jobs.read_member(app, "d@1", other, out)
     assert out.getvalue() == files[other]
+
+
+def test_verify_reports_shard_entries_that_would_unpack_outside_the_target_or_under_another_name(
+    app: App, tmp_path: Path
+) -> None:
+    files = make_tree(tmp_path / "src", 10, seed=6, min_size=100, max_size=30_000)
+    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    assert jobs.move(app, "d@1", to="cold").state == "done"
+    replicas = cold_replicas(app)
+    escaping, renamed = sorted(files)[1], sorted(files)[2]
+    key, offset = replicas[escaping]
+    _, renamed_offset = replicas[renamed]
+    assert offset is not None and renamed_offset is not None
+    shard_file = tmp_path / "tiers/cold" / key
+    raw = bytearray(shard_file.read_bytes())
+    for at, name, path in ((offset, "../../escaped.bin", escaping), (renamed_offset, "renamed.bin", renamed)):
+        header = tar_header(name, len(files[path]))
+        assert len(header) == 512 and len(tar_header(path, len(files[path]))) == 512
+        raw[at - 512:at] = header
+    link = tarfile.TarInfo("evil")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    raw[-TAR_END:] = link.tobuf(format=tarfile.USTAR_FORMAT) + bytes(TAR_END)  # an extra entry before the end
+    shard_file.write_bytes(bytes(raw))
+
+    report = jobs.verify(app, "d@1")
+    found = sorted((p.problem, p.path) for p in report.problems)
+    assert found == sorted([
+        ("unsafe_tar_entry", escaping), ("tar_name_mismatch", escaping), ("tar_name_mismatch", renamed),
+        ("unsafe_tar_entry", "evil"),
+    ])
+    assert all(p.key == key and p.tier == "cold" for p in report.problems)
+    # the members' own bytes are intact: each still reads back verified
+    out = io.BytesIO()
+    jobs.read_member(app, "d@1", escaping, out)
+    assert out.getvalue() == files[escaping]
+
+
+def test_verify_of_a_packed_tier_reads_each_shard_once_and_counts_every_member(app: App, tmp_path: Path) -> None:
+    files = make_tree(tmp_path / "src", 30, seed=7)
+    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    assert jobs.move(app, "d@1", to="cold").state == "done"
+    report = jobs.verify(app, "d@1")
+    assert report.ok and report.replicas_checked == len(files)
+    assert report.bytes_read == sum(len(b) for b in files.values())

@@ -23,9 +23,10 @@ from tiering import jobs
 from tiering.app import App
 from tiering.backends import FaultyBackend
 from tiering.backends.base import Backend, ObjectInfo, ReadStream
-from tiering.catalog.models import AuditEntry, Member, MoveJob, Replica, Tier
+from tiering.catalog.models import AuditEntry, Member, MoveJob, MoveStep, Replica, Tier
 from tiering.copier import Progress
 from tiering.errors import ArchivedObject, DatasetArchived, RestoreNotFound, UsageError
+from tiering.hashing import xxh3_bytes
 from tiering.restore import (
     cancel_restore,
     dispatch_restores,
@@ -302,7 +303,7 @@ def test_the_sweep_never_removes_the_last_verified_copy_of_a_member(
     assert last is not None and (last.action, last.result, last.detail["kept_last_copy"]) == ("expire", "partial", 1)
 
 
-def test_a_restore_from_a_corrupted_shard_fails_naming_the_dataset_and_path_and_leaves_nothing(
+def test_a_restore_with_one_corrupt_member_restores_the_others_names_it_on_one_line_and_a_retry_finishes(
     app: App, tmp_path: Path
 ) -> None:
     files = archived(app, tmp_path, files=8)
@@ -314,21 +315,48 @@ def test_a_restore_from_a_corrupted_shard_fails_naming_the_dataset_and_path_and_
         ).one()
     assert offset is not None  # a packed member
     shard = tmp_path / "tiers/cold" / key
-    raw = bytearray(shard.read_bytes())
+    good_bytes = shard.read_bytes()
+    raw = bytearray(good_bytes)
     raw[offset] ^= 0x55
     shard.write_bytes(bytes(raw))
 
     view = request_restore(app, "d@1", to="hot", days=1)
     report = dispatch_restores(app)
-    assert report.groups[0].state == "failed"
+    assert report.groups[0].state == "partial"
     failed = list_restores(app, include_finished=True)[0]
     assert (failed.id, failed.state) == (view.id, "failed")
     assert failed.last_error is not None
-    assert "restore of d@1 failed" in failed.last_error and victim in failed.last_error
-    assert "source_changed" in failed.last_error
-    assert [i.key for i in app.backend("hot").list("")] == []
+    head, *lines = failed.last_error.splitlines()
+    assert head.startswith("restore of d@1 to hot failed for 1 of 8 members; 7 are readable there")
+    expected_digest = xxh3_bytes(files[victim])
+    actual_digest = xxh3_bytes(bytes(raw[offset:offset + len(files[victim])]))
+    assert lines == [f"d@1:{victim}: cold:{key} at offset {offset}: corrupt archive copy: hashes to "
+                     f"{actual_digest} ({len(files[victim])} bytes), catalog says {expected_digest} "
+                     f"({len(files[victim])} bytes)"]
+    # every member that verified is readable on hot; the bad one is not copied there
+    hot = app.backend("hot")
+    for path, data in files.items():
+        if path == victim:
+            assert list(hot.list(f"dataset/d/1/{path}")) == []
+        else:
+            assert read_all(hot, f"dataset/d/1/{path}") == data
     with pytest.raises(DatasetArchived):
-        jobs.resolve(app, "d@1")
+        jobs.resolve(app, "d@1")  # not whole: the dataset still resolves only by restoring it
+
+    # the archive copy is repaired: a new request copies only the missing member and finishes
+    shard.write_bytes(good_bytes)
+    again = request_restore(app, "d@1", to="hot", days=1)
+    assert dispatch_restores(app).groups[0].state == "ready"
+    assert [r.state for r in list_restores(app) if r.id == again.id] == ["ready"]
+    with app.catalog.session() as s:
+        job_id = s.scalar(select(MoveJob.id).order_by(MoveJob.id.desc()).limit(1))
+        copied = s.scalar(select(func.count()).select_from(MoveStep).where(
+            MoveStep.job_id == job_id, MoveStep.attempts > 0))
+    assert copied == 1
+    assert jobs.resolve(app, "d@1").tier == "hot"
+    for path, data in files.items():
+        assert read_all(hot, f"dataset/d/1/{path}") == data
+    assert check_invariant(app).problems == []
 
 
 class FakeArchive(FaultyBackend):

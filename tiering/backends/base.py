@@ -19,6 +19,7 @@ Rules shared by all methods:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -42,6 +43,17 @@ class ObjectInfo:
     archived: bool = False
     #: for archive backends: True while a restore is under way
     restore_in_progress: bool = False
+    #: when the object was last written (UTC), where the backend tells (``list`` of S3 and directories)
+    modified: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class IncompleteUpload:
+    """An upload begun and never completed nor aborted (an S3 multipart upload); ``initiated`` is UTC."""
+
+    key: str
+    upload_id: str
+    initiated: dt.datetime | None
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,19 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release connections and pools. Safe to call twice."""
+        ...
+
+
+@runtime_checkable
+class ListsIncompleteUploads(Protocol):
+    """A backend that can name its unfinished uploads one by one and abort one (S3 multipart uploads)."""
+
+    def list_incomplete(self, prefix: str = "") -> Iterator[IncompleteUpload]:
+        """Every unfinished upload whose key starts with ``prefix``. Raises ``BackendError``."""
+        ...
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort one upload; one already completed or aborted is fine. Raises ``BackendError``."""
         ...
 
 

@@ -15,6 +15,7 @@ filesystem once before each batch it records (an fsync per 16 KiB file costs mor
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import functools
 import itertools
@@ -329,7 +330,7 @@ class FileBackend:
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         if not self.root.exists():
             return
-        found: list[tuple[str, int]] = []
+        found: list[tuple[str, int, float]] = []
         for dirpath, dirnames, filenames in os.walk(self.root):
             rel_dir = os.path.relpath(dirpath, self.root)
             if rel_dir == ".":
@@ -346,9 +347,10 @@ class FileBackend:
                     except FileNotFoundError:
                         continue
                     if stat.S_ISREG(st.st_mode):  # a dataset's symbolic links are part of its tree, not objects
-                        found.append((key, st.st_size))
-        for key, size in sorted(found):
-            yield ObjectInfo(key=key, size=size, metadata=self._read_meta(key))
+                        found.append((key, st.st_size, st.st_mtime))
+        for key, size, mtime in sorted(found):
+            yield ObjectInfo(key=key, size=size, metadata=self._read_meta(key),
+                             modified=dt.datetime.fromtimestamp(mtime, dt.UTC))
 
     def abort_incomplete(self, prefix: str = "") -> int:
         removed = 0

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import hashlib
 import io
 import logging
@@ -73,7 +74,15 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key, delete_each, read_up_to
+from tiering.backends.base import (
+    IncompleteUpload,
+    Location,
+    ObjectInfo,
+    ReadStream,
+    check_key,
+    delete_each,
+    read_up_to,
+)
 from tiering.backends.s3_lean import (
     MAX_BACKOFF,
     RETRY_CODES,
@@ -1094,14 +1103,43 @@ class S3Backend:
                     if not full.startswith(self.prefix) or full.endswith("/"):
                         continue  # directory markers some servers show are not objects
                     storage_class = str(obj.get("StorageClass") or "STANDARD")
+                    modified = obj.get("LastModified")
                     yield ObjectInfo(
                         key=full[len(self.prefix):],
                         size=int(obj.get("Size", 0)),
                         storage_class=storage_class,
                         archived=storage_class in ARCHIVE_CLASSES,
+                        modified=modified.astimezone(dt.UTC) if isinstance(modified, dt.datetime) else None,
                     )
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, op="list_objects_v2", key="") from exc
+
+    def list_incomplete(self, prefix: str = "") -> Iterator[IncompleteUpload]:
+        """Every unfinished multipart upload under ``prefix`` (relative to the backend prefix), with when it began."""
+        paginator = self._client().get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for u in page.get("Uploads") or ():
+                    full = str(u["Key"])
+                    initiated = u.get("Initiated")
+                    yield IncompleteUpload(
+                        key=full[len(self.prefix):] if full.startswith(self.prefix) else full,
+                        upload_id=str(u["UploadId"]),
+                        initiated=initiated.astimezone(dt.UTC) if isinstance(initiated, dt.datetime) else None,
+                    )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, op="list_multipart_uploads", key="") from exc
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort the multipart upload ``upload_id`` of ``key``; one already completed or aborted is fine."""
+        try:
+            self._client().abort_multipart_upload(Bucket=self.bucket, Key=self._full(key), UploadId=upload_id)
+        except ClientError as exc:
+            if _error_code(exc) in ("NoSuchUpload", "NoSuchKey", "404"):
+                return
+            raise self._translate(exc, op="abort_multipart_upload", key=key) from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, op="abort_multipart_upload", key=key) from exc
 
     def abort_incomplete(self, prefix: str = "") -> int:
         """Abort every unfinished multipart upload under ``prefix``; returns how many were aborted."""
