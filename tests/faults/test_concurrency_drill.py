@@ -38,7 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from tiering import jobs
-from tiering.catalog.models import Dataset
+from tiering.catalog.models import Dataset, MoveJob
 from tiering.errors import TieringError
 
 pytestmark = pytest.mark.slow
@@ -227,16 +227,39 @@ def test_reads_of_a_dataset_while_it_moves_both_ways_give_its_bytes_or_a_clean_e
 def test_two_moves_of_one_dataset_at_once_refuse_one_with_exit_4_and_keep_every_byte(drill: Drill) -> None:
     files = sample(4, small=30, large=3)
     drill.register("twice@1", files, "hot")
+    engine = create_engine(drill.catalog_url, poolclass=NullPool)
 
-    procs = [start_cli(drill.config, "move", "twice@1", "--to", "warm", "--no-progress") for _ in range(2)]
-    errs = [p.communicate(timeout=120)[1] for p in procs]
+    def job_written() -> bool:
+        with engine.connect() as conn:
+            return conn.execute(select(MoveJob.id)).first() is not None
 
-    assert sorted(p.returncode for p in procs) == [0, 4], errs
-    refused = errs[[p.returncode for p in procs].index(4)]
-    assert one_clean_line(refused) and "twice@1" in refused and "unfinished move job" in refused, refused
+    # the first is held right after it wrote its job (a slow copy), so the second surely meets it
+    first = start_cli(drill.config, "move", "twice@1", "--to", "warm", "--no-progress")
+    try:
+        wait_for(lambda: job_written() or first.poll() is not None, 60, "the first move's job")
+        os.kill(first.pid, signal.SIGSTOP)
+        second = run_cli(drill.config, "move", "twice@1", "--to", "warm", "--no-progress")
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+        first_err = first.communicate(timeout=120)[1]
+        engine.dispose()
+    assert (first.returncode, second.returncode) == (0, 4), (first_err, second.stderr)
+    assert one_clean_line(second.stderr) and "twice@1" in second.stderr, second.stderr
+    assert "unfinished move job" in second.stderr
     assert drill.home("twice@1") == "warm"
     assert drill.invariant({"twice@1": files}) == []
-    # the refused one left nothing to resume
+
+    # back, both started at the same moment: never two moves of one dataset; one may also come after the end
+    procs = [start_cli(drill.config, "move", "twice@1", "--to", "hot", "--no-progress") for _ in range(2)]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes in ([0, 4], [0, 2]), (codes, errs)
+    refused = errs[[p.returncode for p in procs].index(codes[1])]
+    assert one_clean_line(refused), refused
+    assert ("unfinished move job" if codes[1] == 4 else "already on tier hot") in refused
+    assert drill.home("twice@1") == "hot"
+    assert drill.invariant({"twice@1": files}) == []
+    # the refused ones left nothing to resume
     assert run_cli(drill.config, "resume", "--no-progress").stdout.strip() == "no unfinished move jobs"
 
 

@@ -33,6 +33,7 @@ from sqlalchemy.pool import NullPool
 from tiering import jobs
 from tiering.catalog.models import Dataset, MoveJob, Tier
 from tiering.faults import CRASH_POINTS
+from tiering.hashing import xxh3_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -50,16 +51,15 @@ MOVE_CRASH_POINTS = [p for p in CRASH_POINTS if not p.startswith("restore")]
 
 def drill_datasets(rng: random.Random) -> dict[str, dict[str, bytes]]:
     """Three shapes: many small files, a few multipart-sized ones, and a deep tree (label -> path -> bytes)."""
-    small = {f"shard-{i % 4}/rec{i:04d}.json": rng.randbytes(rng.randint(0, 6_000)) for i in range(120)}
+    small = {f"shard-{i % 4}/rec{i:04d}.json": rng.randbytes(rng.randint(0, 6_000)) for i in range(60)}
     weights = {
         "model.safetensors": rng.randbytes(11 * MiB + 3),
-        "optimizer.bin": rng.randbytes(7 * MiB + 1),
         "tokenizer.json": rng.randbytes(20_000),
         "ema/model.safetensors": rng.randbytes(5 * MiB),
     }
     nested = {
         f"{'/'.join(f'd{j}' for j in range(depth))}/f{i}.bin": rng.randbytes(rng.randint(1, 60_000))
-        for i in range(30) for depth in [1 + i % 6]
+        for i in range(24) for depth in [1 + i % 6]
     }
     nested["a/b/c/d/e/big.bin"] = rng.randbytes(5 * MiB + 777)
     return {"many-small@1": small, "weights@2": weights, "deep-tree@3": nested}
@@ -183,6 +183,7 @@ def test_moves_killed_at_random_moments_and_at_every_named_step_lose_no_byte_and
     reached: list[str] = []
     missed: list[str] = []
     caught: Counter[str] = Counter()  # the state the killed job was left in
+    left_uploads = 0  # unfinished multipart uploads found right after the kills (recovery must abort them)
     directions: Counter[tuple[str, str]] = Counter()
     # how long a whole job of each dataset runs, learnt from timed kills that came too late
     job_seconds: dict[str, float] = dict.fromkeys(datasets, 1.0)
@@ -207,6 +208,8 @@ def test_moves_killed_at_random_moments_and_at_every_named_step_lose_no_byte_and
             job_seconds[label] = result.job_seconds or job_seconds[label]
         problems = check_invariant_over_s3(postgres_url, views, after_crash=True, expected=datasets)
         assert problems == [], f"right after {where}: {problems}"
+        left_uploads += sum(len(v.client.list_multipart_uploads(Bucket=v.bucket).get("Uploads") or ())
+                            for v in views.values())
 
         resumed = run_cli(config, "resume", "--no-progress")
         assert resumed.returncode == 0, f"resume after {where}: {resumed.stderr}"
@@ -219,7 +222,8 @@ def test_moves_killed_at_random_moments_and_at_every_named_step_lose_no_byte_and
         assert problems == [], f"after recovery from {where}: {problems}"
 
     print(f"\nkill drill: {len(reached)} kill points reached ({sum(k[0].isalpha() for k in reached)} named), "
-          f"jobs left {dict(caught)}; {len(missed)} moves ended before their kill; "
+          f"jobs left {dict(caught)}, {left_uploads} unfinished uploads left; {len(missed)} moves ended before their "
+          "kill; "
           f"{time.monotonic() - started:.0f} s; {dict(directions)}")
     assert len(reached) >= MIN_KILLS_REACHED, (reached, missed)
     assert directions[("hot", "warm")] >= 10 and directions[("warm", "hot")] >= 10
@@ -231,3 +235,40 @@ def test_moves_killed_at_random_moments_and_at_every_named_step_lose_no_byte_and
         for rel, payload in files.items():
             key = f"{view.prefix}dataset/{name}/{version}/{rel}"
             assert view.client.get_object(Bucket=view.bucket, Key=key)["Body"].read() == payload, key
+
+
+def test_the_outside_check_finds_a_corrupt_replica_a_stray_object_a_stale_manifest_and_an_unfinished_upload(
+    tmp_path: Path, seaweed_tiers: SeaweedTiers, postgres_url: str
+) -> None:
+    data: dict[str, Any] = workspace_config(tmp_path, tiers=seaweed_tiers.config, catalog=postgres_url,
+                                            transfer=TRANSFER)
+    files = {"a.bin": b"a" * 1000, "sub/b.bin": b"b" * 2000}
+    app = open_app(data)
+    try:
+        for rel, payload in files.items():
+            (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "src" / rel).write_bytes(payload)
+        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    finally:
+        app.close()
+    hot, warm = seaweed_tiers.views["hot"], seaweed_tiers.views["warm"]
+    expected = {"d@1": files}
+    assert check_invariant_over_s3(postgres_url, seaweed_tiers.views, after_crash=False, expected=expected) == []
+
+    hot.client.put_object(Bucket=hot.bucket, Key=f"{hot.prefix}dataset/d/1/sub/b.bin", Body=b"B" * 2000)
+    warm.client.put_object(Bucket=warm.bucket, Key=f"{warm.prefix}dataset/d/1/a.bin", Body=b"a" * 1000)
+    warm.client.put_object(Bucket=warm.bucket, Key=f"{warm.prefix}dataset/d/1/_tiering/manifest.json", Body=b"{}")
+    warm.client.create_multipart_upload(Bucket=warm.bucket, Key=f"{warm.prefix}dataset/d/1/big.bin")
+
+    after_crash = check_invariant_over_s3(postgres_url, seaweed_tiers.views, after_crash=True, expected=expected)
+    assert after_crash == [
+        "d@1:sub/b.bin: live replica hot:dataset/d/1/sub/b.bin is "
+        f"{(xxh3_bytes(b'B' * 2000), 2000)}, catalog says {xxh3_bytes(files['sub/b.bin'])}",
+        "d@1:sub/b.bin: no replica hashes to the catalog digest",
+    ]
+    problems = check_invariant_over_s3(postgres_url, seaweed_tiers.views, after_crash=False, expected=expected)
+    assert problems[2:] == [
+        f"stray object on warm: {warm.prefix}dataset/d/1/_tiering/manifest.json",
+        f"stray object on warm: {warm.prefix}dataset/d/1/a.bin",
+        f"unfinished multipart upload on warm: {warm.prefix}dataset/d/1/big.bin",
+    ]
