@@ -20,7 +20,7 @@ from tiering.catalog.models import Dataset, Member, Replica, Tier
 from tiering.catalog.states import TRUSTED_REPLICA_STATES
 from tiering.catalog.usage import count_tier_usage, tier_usage
 from tiering.config import Config, config_from_dict
-from tiering.hashing import hash_stream
+from tiering.hashing import hash_stream, xxh3_bytes
 from tiering.layout import MANIFEST_DIR
 
 
@@ -166,13 +166,25 @@ class FixedClock:
         self.now += dt.timedelta(**kwargs)
 
 
-def run_cli(config: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+def _cli_env(crash_at: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "TIERING_CRASH_AT"}
     if crash_at:
         env["TIERING_CRASH_AT"] = crash_at
+    return env
+
+
+def run_cli(config: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tiering", "--config", str(config), *args],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=_cli_env(crash_at), capture_output=True, text=True, timeout=120,
+    )
+
+
+def start_cli(config: Path, *args: str, crash_at: str | None = None) -> subprocess.Popen[str]:
+    """``tiering --config CONFIG ARGS...`` started and not waited for (stdout and stderr piped)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tiering", "--config", str(config), *args],
+        env=_cli_env(crash_at), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
@@ -183,3 +195,122 @@ def read_all(backend: Backend, key: str, *, offset: int = 0, length: int | None 
         return stream.read()
     finally:
         stream.close()
+
+
+@dataclass(frozen=True)
+class S3TierView:
+    """A tier seen from the outside: a plain boto3 client, its bucket and the tier's key prefix ("" or "p/")."""
+
+    client: Any
+    bucket: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class SeaweedTiers:
+    """``config``: the ``tiers:`` section of a tiering.yaml; ``views``: each tier seen through plain boto3."""
+
+    config: dict[str, dict[str, Any]]
+    views: dict[str, S3TierView]
+
+
+def check_invariant_over_s3(
+    catalog_url: str,
+    tiers: dict[str, S3TierView],
+    *,
+    after_crash: bool,
+    expected: dict[str, dict[str, bytes]] | None = None,
+) -> list[str]:
+    """The move protocol's invariant (DESIGN.md section 5), read back without any of tiering's backends.
+
+    The catalog is read with plain SQL and every object with boto3; returns the problems found (empty: all
+    well). Always checked: every member has >= 1 verified/live replica whose bytes hash (xxh3-128) to the
+    catalog digest; every verified/live replica's object exists and hashes right; the home tier holds a
+    trusted copy; with ``expected`` (label -> path -> bytes) the catalog's members and digests are those of
+    the registered bytes. Unless ``after_crash``: no object on a tier outside the catalog's replica keys
+    (a dataset's ``_tiering/manifest.json`` is allowed where the dataset has replicas), no replica left in an
+    untrusted state, and no unfinished multipart upload.
+    """
+    from sqlalchemy import create_engine
+
+    problems: list[str] = []
+    engine = create_engine(catalog_url)
+    try:
+        with engine.connect() as conn:
+            tier_names = dict(conn.execute(select(Tier.id, Tier.name)).all())
+            datasets = {
+                ds_id: (f"{name}@{version}", f"{kind}/{name}/{version}/", tier_names[home])
+                for ds_id, name, version, kind, home in conn.execute(
+                    select(Dataset.id, Dataset.name, Dataset.version, Dataset.kind, Dataset.home_tier_id)
+                )
+            }
+            members = conn.execute(select(Member.id, Member.dataset_id, Member.path, Member.size, Member.xxh3)).all()
+            replicas = conn.execute(
+                select(Replica.member_id, Replica.tier_id, Replica.key, Replica.state, Replica.shard_offset)
+            ).all()
+    finally:
+        engine.dispose()
+
+    def digest_of(view: S3TierView, key: str) -> tuple[str, int] | str:
+        try:
+            body = view.client.get_object(Bucket=view.bucket, Key=view.prefix + key)["Body"]
+        except view.client.exceptions.NoSuchKey:
+            return "missing"
+        try:
+            d = hash_stream(body)
+        finally:
+            body.close()
+        return d.xxh3, d.size
+
+    trusted = {str(s) for s in TRUSTED_REPLICA_STATES}
+    by_member: dict[int, list[Any]] = {}
+    known: dict[str, set[str]] = {name: set() for name in tiers}
+    tiers_of_dataset: dict[int, set[str]] = {}
+    member_dataset = {mid: ds_id for mid, ds_id, *_ in members}
+    for r in replicas:
+        by_member.setdefault(r.member_id, []).append(r)
+        known[tier_names[r.tier_id]].add(r.key)
+        tiers_of_dataset.setdefault(member_dataset[r.member_id], set()).add(tier_names[r.tier_id])
+        if not after_crash and r.state not in trusted:
+            problems.append(f"replica {tier_names[r.tier_id]}:{r.key} left in state {r.state}")
+    for mid, ds_id, path, size, xxh3 in members:
+        label, _prefix, home = datasets[ds_id]
+        good_tiers = []
+        for r in by_member.get(mid, []):
+            if r.state not in trusted:
+                continue
+            tier = tier_names[r.tier_id]
+            assert r.shard_offset is None, "packed tiers are not part of this check"
+            got = digest_of(tiers[tier], r.key)
+            if got != (xxh3, size):
+                problems.append(f"{label}:{path}: {r.state} replica {tier}:{r.key} is {got}, catalog says {xxh3}")
+            else:
+                good_tiers.append(tier)
+        if not good_tiers:
+            problems.append(f"{label}:{path}: no replica hashes to the catalog digest")
+        elif home not in good_tiers:
+            problems.append(f"{label}:{path}: the home tier {home} holds no verified copy")
+    if expected is not None:
+        by_label: dict[str, dict[str, str]] = {}
+        for _mid, ds_id, path, _size, xxh3 in members:
+            by_label.setdefault(datasets[ds_id][0], {})[path] = xxh3
+        wanted = {label: {p: xxh3_bytes(b) for p, b in files.items()} for label, files in expected.items()}
+        if by_label != wanted:
+            problems.append(f"catalog members/digests differ from the registered bytes: {sorted(by_label)}")
+    if after_crash:
+        return problems
+    manifests = {
+        tier: {datasets[ds_id][1] + f"{MANIFEST_DIR}/manifest.json" for ds_id, on in tiers_of_dataset.items()
+               if tier in on}
+        for tier in tiers
+    }
+    for tier, view in tiers.items():
+        paginator = view.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=view.bucket):
+            for obj in page.get("Contents") or ():
+                key = obj["Key"].removeprefix(view.prefix)
+                if not obj["Key"].startswith(view.prefix) or (key not in known[tier] and key not in manifests[tier]):
+                    problems.append(f"stray object on {tier}: {obj['Key']}")
+        uploads = view.client.list_multipart_uploads(Bucket=view.bucket).get("Uploads") or []
+        problems.extend(f"unfinished multipart upload on {tier}: {u['Key']}" for u in uploads)
+    return problems
