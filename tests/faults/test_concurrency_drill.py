@@ -326,10 +326,6 @@ rules:
 """
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the scheduler leader never notices that its advisory-lock connection was killed (pg_terminate_backend): "
-    "the standby takes the lock and leads, while the old leader keeps running as leader; two leaders at once"
-))
 def test_a_scheduler_whose_lock_connection_is_killed_stops_leading_when_the_standby_takes_over(
     drill: Drill,
 ) -> None:
