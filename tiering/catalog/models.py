@@ -103,6 +103,13 @@ class Dataset(Base):
     created_at: Mapped[dt.datetime]
     home_since: Mapped[dt.datetime] = mapped_column(comment="when the dataset arrived on its home tier")
     last_access_at: Mapped[dt.datetime | None]
+    #: while state is "registering": the registration that owns the row, and until when (see jobs.register)
+    registration_owner: Mapped[str | None] = mapped_column(
+        String(128), comment="host:pid:token of the registration under way; NULL once registered"
+    )
+    registration_lease_until: Mapped[dt.datetime | None] = mapped_column(
+        comment="the owner renews it while it uploads; past it, another registration may take over"
+    )
 
     home_tier: Mapped[Tier] = relationship(lazy="joined", innerjoin=True)
     members: Mapped[list[Member]] = relationship(back_populates="dataset", order_by="Member.path")
