@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlparse
 
-from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import and_, delete, func, insert, literal_column, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -270,9 +270,12 @@ def register(
     finishes only if it still owns the row. A registration that finds the row owned by another one whose
     lease runs is refused with :class:`RegistrationInProgress` (exit 4) before it uploads anything. A row
     whose owner is gone (its lease ran out, or it names a process of this host that no longer runs) is
-    taken over, so the same command run again after a crash finishes the work. An adopted prefix may not
-    overlap another dataset's objects (:class:`PrefixInUse`). Any failure after the first upload removes
-    what this registration uploaded and its row.
+    taken over, so the same command run again after a crash finishes the work. A lease rather than the
+    content digest decides: two registrations of the same content at once would still race on the same
+    keys and rows. A registration stalled past its lease (``transfer.lease_seconds``) stops starting
+    uploads at its next renewal and never commits, but an upload already under way may still land.
+    An adopted prefix may not overlap another dataset's objects (:class:`PrefixInUse`). Any failure after
+    the first upload removes what this registration uploaded and its row.
     """
     check_name(name)
     check_name(version, "version")
@@ -456,7 +459,7 @@ def _refuse_overlaps(s: Session, claim: _Claim) -> None:
     adopted = (
         select(Dataset.name, Dataset.version, Dataset.location_prefix, Tier.name)
         .join(Tier, Tier.id == Dataset.home_tier_id)
-        .where(others, Dataset.location_prefix != "", overlaps)
+        .where(others, Dataset.location_prefix != literal_column("''"), overlaps)  # as the partial index says
     )
     if claim.adopt:
         adopted = adopted.where(Tier.name == claim.tier)

@@ -26,9 +26,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column(
             'registration_lease_until', sa.DateTime(timezone=True), nullable=True,
             comment='the owner renews it while it uploads; past it, another registration may take over'))
+        batch_op.create_index('ix_datasets_adopted_prefix', ['location_prefix'], unique=False,
+                              sqlite_where=sa.text("location_prefix != ''"),
+                              postgresql_where=sa.text("location_prefix != ''"))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('datasets', schema=None) as batch_op:
+        batch_op.drop_index('ix_datasets_adopted_prefix')
         batch_op.drop_column('registration_lease_until')
         batch_op.drop_column('registration_owner')

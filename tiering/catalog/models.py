@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -84,7 +85,12 @@ class Tier(Base):
 
 class Dataset(Base):
     __tablename__ = "datasets"
-    __table_args__ = (UniqueConstraint("name", "version", name="uq_datasets_name_version"),)
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_datasets_name_version"),
+        # the adopted prefixes only: a registration looks for one its prefix overlaps
+        Index("ix_datasets_adopted_prefix", "location_prefix", sqlite_where=text("location_prefix != ''"),
+              postgresql_where=text("location_prefix != ''")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
