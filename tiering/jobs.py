@@ -633,9 +633,9 @@ def _undo_registration(app: App, backend: Backend, claim: _Claim, keys: list[str
     An object that cannot be removed (the tier unreachable) is logged; the keys are deterministic, so
     registering the same name@version again overwrites it."""
     failed = delete_keys(backend, keys) if keys else {}
-    if failed:
-        log.warning("%d objects of the failed registration of %s could not be removed, e.g. %s",
-                    len(failed), claim.label, next(iter(failed)))
+    if failed:  # usually the error the user sees already (the tier unreachable): not worth a second line
+        log.info("%d objects of the failed registration of %s could not be removed, e.g. %s",
+                 len(failed), claim.label, next(iter(failed)))
     try:
         with app.catalog.session() as s:
             s.execute(delete(Dataset).where(
