@@ -20,12 +20,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from tiering import __version__
 from tiering.app import App
+from tiering.catalog.db import describe_db_error
 from tiering.config import Config, find_config_path, format_size, load_config
 from tiering.copier import GIVE_UP_GRACE_SECONDS, Progress
-from tiering.errors import TieringError, UsageError
+from tiering.errors import CatalogError, TieringError, UsageError
 
 log = logging.getLogger("tiering")
 
@@ -638,6 +640,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except SystemExit:
         raise
+    except SQLAlchemyError as exc:
+        # a database error no use case translated: one line, without the SQL text or its parameters
+        if os.environ.get("TIERING_DEBUG"):
+            raise
+        click.echo(f"error: catalog error: {describe_db_error(exc)}", err=True)
+        sys.exit(CatalogError.exit_code)
     except Exception as exc:
         if os.environ.get("TIERING_DEBUG"):
             raise

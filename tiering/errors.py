@@ -18,6 +18,8 @@ exit code below. Vendor errors (botocore, SQLAlchemy, OS) are translated at the 
     │   └── RestoreNotFound(request_id)
     ├── ConflictError                    exit 4
     │   ├── DatasetExists(label)                      same name@version, different content
+    │   ├── RegistrationInProgress(label)             another registration owns that name@version
+    │   ├── PrefixInUse(what, other)                  an adopted prefix overlaps another dataset's objects
     │   ├── MoveInProgress(label, job_id)
     │   ├── LockHeld(name)                            another planner/leader holds the lock
     │   └── DatasetArchived(label, hint)     exit 10  on an archive tier with no staged copy: restore it first
@@ -112,6 +114,25 @@ class DatasetExists(ConflictError):
     def __init__(self, label: str, detail: str = "with different content") -> None:
         self.label = label
         super().__init__(f"dataset {label} is already registered {detail}; register a new version instead")
+
+
+class RegistrationInProgress(ConflictError):
+    """Another registration owns ``label`` (it wrote the catalog row first and keeps its lease)."""
+
+    def __init__(self, label: str, detail: str = "") -> None:
+        self.label = label
+        super().__init__(
+            f"dataset {label} is being registered by another registration{detail}; "
+            "wait for it to finish or register another version"
+        )
+
+
+class PrefixInUse(ConflictError):
+    """``what`` (an adopted prefix, or a dataset's own prefix) overlaps the objects of dataset ``other``."""
+
+    def __init__(self, what: str, other: str, where: str) -> None:
+        self.other = other
+        super().__init__(f"{what} overlaps dataset {other} ({where}); a prefix can belong to one dataset only")
 
 
 class MoveInProgress(ConflictError):

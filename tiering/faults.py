@@ -23,6 +23,10 @@ CRASH_POINTS = (
     "after_delete",  # all source copies deleted, job not yet marked done
     "restore_after_copy",  # a restore copied bytes, request not yet ready
 )
+#: points of a registration (not a move's)
+REGISTER_CRASH_POINTS = (
+    "register_after_upload",  # every member uploaded, no manifest, the dataset row still "registering"
+)
 
 _counts: dict[str, int] = {}
 _lock = threading.Lock()

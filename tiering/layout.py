@@ -22,17 +22,58 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 KINDS = ("dataset", "model")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+#: the catalog's column widths (tiering.catalog.models): longer values are refused before any byte moves
+NAME_MAX = 255
+VERSION_MAX = 128
+OWNER_MAX = 128
+MEMBER_PATH_MAX = 1024
+KEY_MAX = 2048
+#: tags are small labels, not documents
+TAGS_MAX = 64
+TAG_KEY_MAX = 128
+TAG_VALUE_MAX = 1024
+#: bytes of one path component: a directory tier cannot hold more (NAME_MAX of Linux filesystems)
+COMPONENT_BYTES_MAX = 255
 
 
 def check_name(value: str, what: str = "name") -> str:
-    """A dataset name or version: letters, digits, ``. _ + -``; no ``/``, no ``..``, not starting with a dot."""
+    """A dataset name (at most 255 characters) or version (128): letters, digits, ``. _ + -``; no ``/``,
+    no ``..``, not starting with a dot."""
+    limit = VERSION_MAX if what == "version" else NAME_MAX
+    if len(value) > limit:
+        raise InvalidName(f"invalid {what} {value[:40]!r}...: {len(value)} characters, longer than {limit}")
     if not _NAME_RE.match(value) or ".." in value:
         raise InvalidName(
             f"invalid {what} {value!r}: use letters, digits and . _ + - "
             "(no '/', no '..', must start with a letter or digit)"
         )
     return value
+
+
+def check_owner(owner: str) -> str:
+    """An owner label: at most 128 characters, no control characters."""
+    if len(owner) > OWNER_MAX:
+        raise UsageError(f"owner {owner[:40]!r}... is {len(owner)} characters, longer than {OWNER_MAX}")
+    bad = _forbidden_char(owner)
+    if bad is not None:
+        raise UsageError(f"owner {owner!r} holds the control character {bad!r}")
+    return owner
+
+
+def check_tags(tags: dict[str, str]) -> dict[str, str]:
+    """At most 64 tags, keys up to 128 characters and values up to 1024, no control characters."""
+    if len(tags) > TAGS_MAX:
+        raise UsageError(f"{len(tags)} tags: at most {TAGS_MAX} are kept")
+    for key, value in tags.items():
+        if not key or len(key) > TAG_KEY_MAX:
+            raise UsageError(f"tag key {key[:40]!r} must be 1 to {TAG_KEY_MAX} characters")
+        if len(value) > TAG_VALUE_MAX:
+            raise UsageError(f"tag {key!r} has a value of {len(value)} characters, longer than {TAG_VALUE_MAX}")
+        bad = _forbidden_char(key + value)
+        if bad is not None:
+            raise UsageError(f"tag {key!r}={value!r} holds the control character {bad!r}")
+    return tags
 
 
 def check_kind(kind: str) -> str:
@@ -51,14 +92,71 @@ def parse_label(label: str) -> tuple[str, str | None]:
     return name, None
 
 
+_FORBIDDEN_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def _forbidden_char(text: str) -> str | None:
+    """The first character of ``text`` that no S3 server stores faithfully, or None.
+
+    Control characters (C0, DEL, C1) are mangled on the way: S3 answers in XML, which cannot carry most of
+    them, and servers differ in how they escape or normalise the rest (a ``\\r`` made one server delete
+    another key). Lone surrogates (a file name that is not UTF-8) cannot be sent at all; U+FFFE and U+FFFF
+    are not XML characters either.
+    """
+    found = _FORBIDDEN_RE.search(text)
+    return found.group() if found else None
+
+
 def check_member_path(path: str) -> str:
-    """A member's relative path: no absolute paths, no ``..``, not inside ``_tiering/``."""
+    """A member's relative path, as every tier stores it faithfully; the one rule for member names.
+
+    Components are separated by ``/`` and are neither empty nor ``.`` or ``..`` (no absolute path, no
+    trailing ``/``); the first is not the reserved ``_tiering``. No control character (C0 ``\\x00``-``\\x1f``,
+    DEL, C1 ``\\x80``-``\\x9f``), no backslash (a path separator on some servers and clients), no lone
+    surrogate (a name that is not UTF-8), no U+FFFE/U+FFFF. At most 1024 characters, and at most 255 UTF-8
+    bytes per component (a directory tier's limit). Anything else, spaces and any Unicode included, is kept
+    as it is. Raises :class:`InvalidName` naming the path and showing the offending character escaped.
+    """
+    if not path:
+        raise InvalidName("invalid member path '': empty")
+    bad = _forbidden_char(path)
+    if bad is not None:
+        what = "a lone surrogate (the name is not UTF-8)" if 0xD800 <= ord(bad) <= 0xDFFF else "the character"
+        raise InvalidName(f"invalid member path {path!r}: holds {what} {bad!r} (U+{ord(bad):04X}), "
+                          "which S3 servers do not store faithfully")
+    if "\\" in path:
+        raise InvalidName(f"invalid member path {path!r}: holds a backslash, which some servers take as '/'")
     parts = path.split("/")
-    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in path:
-        raise InvalidName(f"invalid member path {path!r}")
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidName(f"invalid member path {path!r}: empty, '.' or '..' components or a leading or "
+                          "trailing '/'")
     if parts[0] == MANIFEST_DIR:
         raise InvalidName(f"member path {path!r} is inside the reserved {MANIFEST_DIR}/ directory")
+    if len(path) > MEMBER_PATH_MAX:
+        raise InvalidName(f"member path {path[:60]!r}... is {len(path)} characters, longer than {MEMBER_PATH_MAX}")
+    for p in parts:
+        if len(p.encode()) > COMPONENT_BYTES_MAX:
+            raise InvalidName(f"member path {path[:60]!r}...: the component {p[:40]!r}... is "
+                              f"{len(p.encode())} bytes, longer than {COMPONENT_BYTES_MAX}")
     return path
+
+
+def check_members_form_a_tree(paths: Iterable[str]) -> None:
+    """Refuse a file that is also a directory of another (``a`` and ``a/b``): no directory tier, and not
+    every S3 server, can hold both."""
+    paths = list(paths)
+    files = set(paths)
+    for path in paths:
+        cut = path.find("/")
+        while cut != -1:
+            if path[:cut] in files:
+                raise InvalidName(f"member {path[:cut]!r} is both a file and the directory of {path!r}")
+            cut = path.find("/", cut + 1)
+
+
+def prefix_ancestors(prefix: str) -> list[str]:
+    """Every prefix of ``prefix`` that ends at a ``/`` (``a/b/`` -> ``a/``, ``a/b/``)."""
+    return [prefix[: i + 1] for i, ch in enumerate(prefix) if ch == "/"]
 
 
 def dataset_prefix(kind: str, name: str, version: str) -> str:

@@ -34,3 +34,5 @@ def setup_logging(verbosity: int = 0) -> None:
     # never let the AWS SDK log request headers (they carry credentials and signatures)
     for name in ("botocore", "boto3", "s3transfer", "urllib3"):
         logging.getLogger(name).setLevel(max(level, logging.INFO if verbosity >= 2 else logging.WARNING))
+    # psycopg warns when it drops a pipeline a failed statement aborted: the error itself reaches the user
+    logging.getLogger("psycopg").setLevel(logging.ERROR if verbosity <= 0 else level)

@@ -272,13 +272,6 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"{what}: not reached in {timeout:.0f} s")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "two concurrent `tiering register` of one name@version with different contents: the second, started while "
-    "the first uploads, takes over the first's 'registering' row, uploads its bytes, records its digests and "
-    "exits 0; the first then overwrites the same keys with its own bytes and dies on the members' unique key "
-    "(exit 70, 'internal error: IntegrityError'), leaving live replicas whose bytes are the first's under the "
-    "second's digests. One must be refused with exit 4, and the tier must hold the bytes the catalog names"
-))
 def test_two_registrations_of_one_name_and_version_with_different_contents_accept_one_and_refuse_the_other(
     drill: Drill,
 ) -> None:

@@ -36,6 +36,17 @@ def dialect_insert(dialect: str, table: Any) -> Any:
     return sqlite_insert(table)
 
 
+def describe_db_error(exc: BaseException) -> str:
+    """A database error in one line for a user: the driver's first line (``value too long for type
+    character varying(1024)``), never the SQL text or its parameters, which SQLAlchemy appends below it."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    if not first or first.startswith("("):  # "(psycopg.errors.X) ..." when the driver error was not kept
+        first = first.partition(") ")[2] or type(orig).__name__
+    return first[:300]
+
+
 def redact_url(url: str) -> str:
     """The catalog URL with any password hidden, for messages and logs."""
     try:
@@ -169,7 +180,7 @@ class Catalog:
             with session.begin():
                 yield session
         except OperationalError as exc:
-            raise CatalogError(f"catalog error: {exc.orig}") from exc
+            raise CatalogError(f"catalog error: {describe_db_error(exc)}") from exc
         finally:
             session.close()
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -84,7 +85,12 @@ class Tier(Base):
 
 class Dataset(Base):
     __tablename__ = "datasets"
-    __table_args__ = (UniqueConstraint("name", "version", name="uq_datasets_name_version"),)
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_datasets_name_version"),
+        # the adopted prefixes only: a registration looks for one its prefix overlaps
+        Index("ix_datasets_adopted_prefix", "location_prefix", sqlite_where=text("location_prefix != ''"),
+              postgresql_where=text("location_prefix != ''")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
@@ -103,6 +109,13 @@ class Dataset(Base):
     created_at: Mapped[dt.datetime]
     home_since: Mapped[dt.datetime] = mapped_column(comment="when the dataset arrived on its home tier")
     last_access_at: Mapped[dt.datetime | None]
+    #: while state is "registering": the registration that owns the row, and until when (see jobs.register)
+    registration_owner: Mapped[str | None] = mapped_column(
+        String(128), comment="host:pid:token of the registration under way; NULL once registered"
+    )
+    registration_lease_until: Mapped[dt.datetime | None] = mapped_column(
+        comment="the owner renews it while it uploads; past it, another registration may take over"
+    )
 
     home_tier: Mapped[Tier] = relationship(lazy="joined", innerjoin=True)
     members: Mapped[list[Member]] = relationship(back_populates="dataset", order_by="Member.path")
