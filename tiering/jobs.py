@@ -133,9 +133,11 @@ def _scan_local(
     entries: list[ManifestEntry] = []
     if source.is_dir():
         root = source
-        tree = scan_directory(source, follow_links=follow_links)
-        files = [_SourceFile(_member_path(str(source), f.path), f.size, f.path, f.mode, f.mtime_ns)
-                 for f in tree.files]
+        try:
+            tree = scan_directory(source, follow_links=follow_links)
+        except InvalidName as exc:  # the refusal names the source it came from
+            raise InvalidName(f"{str(source).rstrip('/')}: {exc}") from None
+        files = [_SourceFile(f.path, f.size, f.path, f.mode, f.mtime_ns) for f in tree.files]
         entries = tree.entries
     else:
         root = source.parent
