@@ -415,20 +415,36 @@ class Config(_Strict):
         return url
 
 
+#: settings whose value an error may repeat: none can hold a secret (credentials, URLs and unknown keys can)
+_SHOWN_TIER_FIELDS = frozenset({"rank", "region", "capacity", "cost_per_tib_month", "archive", "addressing_style",
+                                "pack_threshold", "shard_size"})
+
+
+def _value_may_be_shown(loc: tuple[int | str, ...], kind: str) -> bool:
+    if kind == "extra_forbidden":
+        return False
+    if len(loc) == 2 and loc[0] in ("transfer", "schedule"):
+        return True
+    return len(loc) == 3 and loc[0] == "tiers" and loc[2] in _SHOWN_TIER_FIELDS
+
+
 def _format_validation(path: str, exc: ValidationError) -> str:
     """One line per problem: the file, the field path and what was expected.
 
-    The value found is never printed: it may be a secret put in the wrong place (a key under
-    ``credentials:``, a password in a URL). Messages of our own validators name the value only where it
-    cannot be one (sizes, tier names, URLs with their userinfo refused before anything else).
+    The value found is printed only for settings that cannot hold a secret: anything else may be one put in
+    the wrong place (a key under ``credentials:``, a password in a URL or the catalog URL). Messages of our
+    own validators name a value only where it cannot be one (sizes, tier names, URLs with userinfo redacted).
     """
     lines = []
-    for err in exc.errors(include_input=False, include_url=False, include_context=False):
+    for err in exc.errors(include_url=False, include_context=False):
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not a setting here)"
-        lines.append(f"{path}: {loc}: {msg}")
+        shown = (_value_may_be_shown(tuple(err["loc"]), err["type"]) and isinstance(got, str | int | float)
+                 and "got " not in msg)
+        lines.append(f"{path}: {loc}: {msg}" + (f" (got {got!r})" if shown else ""))
     return "\n".join(lines)
 
 
