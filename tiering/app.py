@@ -9,15 +9,17 @@ import datetime as dt
 import getpass
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tiering.backends.base import Backend
 from tiering.catalog.db import Catalog, check_schema, create_catalog_engine, migrate
-from tiering.catalog.models import Tier
-from tiering.config import Config, TierConfig
+from tiering.catalog.models import Dataset, Replica, Tier
+from tiering.config import Config, TierConfig, backend_identity
+from tiering.errors import TierBackendChanged, TierNotFound
 
 Clock = Callable[[], dt.datetime]
 
@@ -40,6 +42,13 @@ def _build_backend(name: str, tier: TierConfig, config: Config) -> Backend:
     return open_backend(name, tier, config.transfer)
 
 
+def _holds_copies(session: Session, tier_id: int) -> bool:
+    """Whether the catalog records any copy on the tier, or any dataset served from it."""
+    replica = session.scalar(select(Replica.id).where(Replica.tier_id == tier_id).limit(1))
+    return replica is not None or session.scalar(
+        select(Dataset.id).where(Dataset.home_tier_id == tier_id).limit(1)) is not None
+
+
 @dataclass
 class App:
     config: Config
@@ -58,15 +67,24 @@ class App:
         clock: Clock = utcnow,
         create: bool = False,
         backend_wrapper: Callable[[str, Backend], Backend] | None = None,
+        accept_changes: Collection[str] = (),
     ) -> App:
-        """Open the catalog named by ``config``. ``create`` runs migrations; otherwise the schema is checked."""
+        """Open the catalog named by ``config``. ``create`` runs migrations; otherwise the schema is checked.
+
+        Raises :class:`~tiering.errors.TierBackendChanged` when a tier that holds copies now points at another
+        place than the catalog recorded, unless the tier is in ``accept_changes`` (see :meth:`sync_tiers`).
+        """
         engine = create_catalog_engine(config.catalog_url())
         if create:
             migrate(engine)
         else:
             check_schema(engine)
         app = cls(config=config, catalog=Catalog(engine), clock=clock, backend_wrapper=backend_wrapper)
-        app.sync_tiers()
+        try:
+            app.sync_tiers(accept_changes=accept_changes)
+        except BaseException:
+            app.close()
+            raise
         return app
 
     def now(self) -> dt.datetime:
@@ -80,15 +98,29 @@ class App:
             self._backends[tier] = backend
         return self._backends[tier]
 
-    def sync_tiers(self) -> None:
-        """Make the catalog's tier rows match the config (tiers are never deleted: replicas point at them)."""
+    def sync_tiers(self, *, accept_changes: Collection[str] = ()) -> None:
+        """Make the catalog's tier rows match the config (tiers are never deleted: replicas point at them).
+
+        Each row records its tier's place (:func:`~tiering.config.backend_identity`). A tier whose place changed
+        while copies are recorded on it would make every read, move and listing point where nothing is: that
+        raises :class:`~tiering.errors.TierBackendChanged` and changes nothing, unless the tier is named in
+        ``accept_changes`` (the operator moved the data there). A tier without copies takes its new place.
+        """
+        unknown = sorted(set(accept_changes) - set(self.config.tiers))
+        if unknown:
+            raise TierNotFound(unknown[0], list(self.config.tiers))
         with self.catalog.session() as s:
             existing = {t.name: t for t in s.scalars(select(Tier))}
             for name, tc in self.config.tiers.items():
                 row = existing.get(name)
+                identity = str(backend_identity(name, tc))
                 if row is None:
                     row = Tier(name=name)
                     s.add(row)
+                elif row.backend_identity and row.backend_identity != identity and name not in accept_changes \
+                        and _holds_copies(s, row.id):
+                    raise TierBackendChanged(name, row.backend_identity, identity)
+                row.backend_identity = identity
                 row.rank = tc.rank
                 row.backend_url = tc.backend
                 row.endpoint = tc.endpoint

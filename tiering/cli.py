@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tiering import __version__
 from tiering.app import App
 from tiering.catalog.db import describe_db_error
-from tiering.config import Config, find_config_path, format_size, load_config
+from tiering.config import Config, backend_identity, find_config_path, format_size, load_config
 from tiering.copier import GIVE_UP_GRACE_SECONDS, Progress
 from tiering.errors import CatalogError, TieringError, UsageError
 
@@ -43,9 +43,9 @@ class Context:
     def config(self) -> Config:
         return load_config(self.config_path)
 
-    def app(self) -> App:
+    def app(self, *, accept_changes: tuple[str, ...] = ()) -> App:
         if self._app is None:
-            self._app = App.open(self.config())
+            self._app = App.open(self.config(), accept_changes=accept_changes)
         return self._app
 
     def close(self) -> None:
@@ -210,13 +210,23 @@ def migrate(c: Context) -> None:
 
 
 @cli.command()
+@click.option("--accept-change", "accept", multiple=True, metavar="TIER",
+              help="TIER's backend changed in the config and its data is there now: record the new place.")
 @json_option
 @pass_ctx
-def tiers(c: Context, json_out: bool) -> None:
-    """List tiers: rank, backend, capacity, used, free, cost per month."""
+def tiers(c: Context, accept: tuple[str, ...], json_out: bool) -> None:
+    """List tiers: rank, backend, capacity, used, free, cost per month.
+
+    Every command refuses to run while a tier that holds data points at another place than the catalog
+    recorded; after moving the data to the new place, `tiering tiers --accept-change TIER` records it.
+    """
     from tiering.jobs import tier_usage
 
-    rows = tier_usage(c.app())
+    app = c.app(accept_changes=accept)
+    for name in accept:
+        click.echo(f"tier {name}: the catalog now records its data at "
+                   f"{backend_identity(name, app.config.tier(name))}", err=True)
+    rows = tier_usage(app)
     if json_out:
         emit_json(rows)
         return

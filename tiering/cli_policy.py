@@ -38,17 +38,29 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
 
     @policy.command("check")
     @click.argument("files", nargs=-1, required=True, type=click.Path())
-    @click.option("--tiers/--no-tiers", "against_tiers", default=False,
-                  help="Also check the tiers it names against the config.")
+    @click.option("--tiers/--no-tiers", "against_tiers", default=None,
+                  help="Check the tiers it names against the config (default: when a config file is found).")
     @pass_ctx
-    def policy_check(c: Context, files: tuple[str, ...], against_tiers: bool) -> None:
-        """Validate policy FILES; each error names the file, the rule and the field."""
-        from tiering.lifecycle import load_active_policy
-        from tiering.policy.model import load_policy
+    def policy_check(c: Context, files: tuple[str, ...], against_tiers: bool | None) -> None:
+        """Validate policy FILES; each error names the file, the rule and the field.
 
+        Tier names are checked against the config's tiers unless --no-tiers is given or no config file is found.
+        """
+        from tiering.config import find_config_path
+        from tiering.policy.model import load_policy
+        from tiering.policy.planner import TierFacts, check_policy_against_tiers
+
+        tiers: list[TierFacts] | None = None
+        if against_tiers or (against_tiers is None and find_config_path(c.config_path).is_file()):
+            config = c.config()
+            tiers = [TierFacts(name, t.rank, t.capacity, 0, archive=bool(t.archive))
+                     for name, t in config.tiers.items()]
         for f in files:
-            p = load_active_policy(c.app(), f) if against_tiers else load_policy(f)
-            click.echo(f"{f}: OK ({len(p.rules)} rules, half-life {p.heat_half_life_days:g} days)")
+            p = load_policy(f)
+            if tiers is not None:
+                check_policy_against_tiers(p, tiers)
+            unchecked = "" if tiers is not None else "; tier names not checked: no config file"
+            click.echo(f"{f}: OK ({len(p.rules)} rules, half-life {p.heat_half_life_days:g} days{unchecked})")
 
     @cli.command()
     @policy_option

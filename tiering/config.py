@@ -14,17 +14,20 @@ Secrets are held as :class:`Secret`, whose ``repr`` and ``str`` are redacted.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
+from urllib.parse import SplitResult, unquote, urlparse, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tiering.errors import ConfigError
+from tiering.safe_yaml import YamlRefused, load_yaml, read_yaml_text
 
 DEFAULT_CONFIG_NAME = "tiering.yaml"
 
@@ -34,21 +37,33 @@ _SIZE_UNITS = {
     "t": 10**12, "tb": 10**12, "p": 10**15, "pb": 10**15,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50,
 }
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+_SIZE_RE = re.compile(r"^\s*([0-9]{1,30}(?:\.[0-9]{1,30})?)\s*([a-zA-Z]*)\s*$")
+#: the largest size anything accepts (bytes): what a signed 64-bit catalog column holds
+MAX_SIZE = 2**63 - 1
 
 
 def parse_size(value: int | float | str) -> int:
-    """Bytes from ``1073741824``, ``"1GiB"``, ``"50 TiB"``, ``"1.5TB"``. Raises ``ValueError``."""
+    """Bytes from ``1073741824``, ``"1GiB"``, ``"50 TiB"``, ``"1.5TB"``, at most :data:`MAX_SIZE`.
+
+    Raises ``ValueError`` (never ``OverflowError``) for anything else, infinities and NaN included.
+    """
     if isinstance(value, bool):
         raise ValueError(f"expected a size like 10GiB, got {value!r}")
     if isinstance(value, int | float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"expected a finite size, got {value}")
         if value < 0:
             raise ValueError(f"size must not be negative, got {value}")
+        if value > MAX_SIZE:
+            raise ValueError(f"expected a size of at most 2**63-1 bytes (8 EiB), got {value:g}")
         return int(value)
     m = _SIZE_RE.match(str(value))
     if not m or m.group(2).lower() not in _SIZE_UNITS:
         raise ValueError(f"expected a size like 512MiB or 2TB, got {value!r}")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    size = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    if size > MAX_SIZE:
+        raise ValueError(f"expected a size of at most 2**63-1 bytes (8 EiB), got {value!r}")
+    return int(size)
 
 
 def format_size(n: float) -> str:
@@ -90,6 +105,112 @@ class Credentials:
 
     def __repr__(self) -> str:
         return "Credentials(access_key_id='***', secret_access_key='***')"
+
+
+def redact_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` before its host shown as ``***@``; safe to print."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a URL that cannot be parsed)" if "@" in url else url
+    if "@" not in parts.netloc:
+        return url
+    return SplitResult(parts.scheme, "***@" + parts.netloc.rpartition("@")[2], parts.path, parts.query,
+                       parts.fragment).geturl()
+
+
+def _refuse_userinfo(url: str, what: str) -> None:
+    """Credentials come from ``credentials:`` only: a URL carrying them would be stored in the catalog,
+    printed in errors and sent along with every request."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        netloc = url.partition("://")[2].partition("/")[0]
+    if "@" in netloc:
+        raise ValueError(
+            f"{what} may not carry a user name or password ({redact_userinfo(url)}); "
+            "give the tier's keys with `credentials: {env: PREFIX}` or `credentials: {file: PATH}`"
+        )
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalise_endpoint(url: str) -> str:
+    """An S3 endpoint as one string for comparison: lower-case scheme and host, the port written out
+    (80, 443 by default), every loopback address as ``localhost``, no trailing slash."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        address = ipaddress.ip_address(host)
+        host = "localhost" if address.is_loopback else address.compressed
+    except ValueError:
+        host = "localhost" if host == "localhost" else host
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    path = posixpath.normpath("/" + unquote(parts.path)).rstrip("/")
+    return f"{scheme}://{host}:{port}{path}"
+
+
+def _path_parts(path: str) -> tuple[str, ...]:
+    """``"/a//b/./c/../d/"`` -> ``("a", "b", "d")`` (``..`` above the top stays at the top)."""
+    return tuple(part for part in posixpath.normpath("/" + path).split("/") if part)
+
+
+@dataclass(frozen=True)
+class BackendIdentity:
+    """Where a tier's objects live, normalised, never with credentials.
+
+    ``store`` is what must be equal for two tiers to share objects (an S3 endpoint and bucket, the local
+    filesystem, a memory store); ``path`` is the tier's place inside it (S3 prefix, directory), in parts.
+    """
+
+    store: str
+    path: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        inside = "/".join(self.path)
+        if self.store == "file://":
+            return f"file:///{inside}"
+        return f"{self.store}/{inside}" if inside else self.store
+
+    def overlaps(self, other: BackendIdentity) -> bool:
+        """True when the two are the same place, or one lies inside the other."""
+        if self.store != other.store:
+            return False
+        shorter = min(len(self.path), len(other.path))
+        return self.path[:shorter] == other.path[:shorter]
+
+
+def backend_identity(name: str, tier: TierConfig) -> BackendIdentity:
+    """The normalised place of tier ``name``: symlinks of a directory resolved, S3 endpoint host and port
+    normalised (see :func:`normalise_endpoint`; no endpoint means AWS, where bucket names are global)."""
+    parsed = urlparse(tier.backend)
+    if parsed.scheme == "file":
+        return BackendIdentity("file://", Path(unquote(parsed.path)).resolve().parts[1:])
+    if parsed.scheme == "s3":
+        where = normalise_endpoint(tier.endpoint) if tier.endpoint else "s3:/"
+        return BackendIdentity(f"{where}/{parsed.netloc.lower()}", _path_parts(unquote(parsed.path)))
+    # memory://NAME: backends of one NAME share one store (see tiering.backends.open_backend)
+    return BackendIdentity(f"{parsed.scheme}://{(parsed.netloc + parsed.path).strip('/') or name}")
+
+
+def _refuse_shared_backends(tiers: dict[str, TierConfig]) -> None:
+    """Two tiers on one place (or one inside the other) would make a move's copy its own source: it
+    "verifies", then the source delete removes the only copy."""
+    seen: list[tuple[str, BackendIdentity]] = []
+    for name, tier in tiers.items():
+        identity = backend_identity(name, tier)
+        for other, other_identity in seen:
+            if identity.overlaps(other_identity):
+                how = "the same place" if identity == other_identity else "places inside one another"
+                raise ValueError(
+                    f"tiers {other!r} and {name!r} are on {how} ({other_identity} and {identity}): "
+                    "each tier needs its own bucket, prefix or directory"
+                )
+        seen.append((name, identity))
 
 
 class _Strict(BaseModel):
@@ -165,13 +286,15 @@ class TierConfig(_Strict):
     @field_validator("backend")
     @classmethod
     def _backend_url(cls, v: str) -> str:
+        _refuse_userinfo(v, "a backend URL")
+        shown = redact_userinfo(v)
         scheme = urlparse(v).scheme
         if scheme not in ("s3", "file", "memory"):
-            raise ValueError(f"expected a URL starting with s3://, file:// or memory://, got {v!r}")
+            raise ValueError(f"expected a URL starting with s3://, file:// or memory://, got {shown!r}")
         if scheme == "s3" and not urlparse(v).netloc:
-            raise ValueError(f"an s3:// URL needs a bucket: {v!r}")
+            raise ValueError(f"an s3:// URL needs a bucket: {shown!r}")
         if scheme == "file" and (urlparse(v).netloc not in ("", "localhost") or not urlparse(v).path.startswith("/")):
-            raise ValueError(f"a file:// URL needs an absolute path (file:///abs/path): {v!r}")
+            raise ValueError(f"a file:// URL needs an absolute path (file:///abs/path): {shown!r}")
         return v
 
     @field_validator("endpoint")
@@ -179,11 +302,18 @@ class TierConfig(_Strict):
     def _endpoint_url(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        parts = urlparse(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http:// or https:// URL with a host, got {v!r}")
+        _refuse_userinfo(v, "an endpoint URL")
+        shown = redact_userinfo(v)
         if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in v):
-            raise ValueError(f"an endpoint URL holds no spaces or control characters: {v!r}")
+            raise ValueError(f"an endpoint URL holds no spaces or control characters: {shown!r}")
+        try:
+            parts = urlparse(v)
+            parts.port  # noqa: B018 - a port that is not a number raises here, not in every request later
+        except ValueError:
+            raise ValueError(f"expected an http:// or https:// URL with a host and a numeric port, got {shown!r}") \
+                from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {shown!r}")
         return v
 
     @property
@@ -297,6 +427,7 @@ class Config(_Strict):
         ranks = [t.rank for t in v.values()]
         if len(set(ranks)) != len(ranks):
             raise ValueError("two tiers have the same rank")
+        _refuse_shared_backends(v)
         return v
 
     def tier(self, name: str) -> TierConfig:
@@ -324,14 +455,36 @@ class Config(_Strict):
         return url
 
 
+#: settings whose value an error may repeat: none can hold a secret (credentials, URLs and unknown keys can)
+_SHOWN_TIER_FIELDS = frozenset({"rank", "region", "capacity", "cost_per_tib_month", "archive", "addressing_style",
+                                "pack_threshold", "shard_size"})
+
+
+def _value_may_be_shown(loc: tuple[int | str, ...], kind: str) -> bool:
+    if kind == "extra_forbidden":
+        return False
+    if len(loc) == 2 and loc[0] in ("transfer", "schedule"):
+        return True
+    return len(loc) == 3 and loc[0] == "tiers" and loc[2] in _SHOWN_TIER_FIELDS
+
+
 def _format_validation(path: str, exc: ValidationError) -> str:
+    """One line per problem: the file, the field path and what was expected.
+
+    The value found is printed only for settings that cannot hold a secret: anything else may be one put in
+    the wrong place (a key under ``credentials:``, a password in a URL or the catalog URL). Messages of our
+    own validators name a value only where it cannot be one (sizes, tier names, URLs with userinfo redacted).
+    """
     lines = []
-    for err in exc.errors():
+    for err in exc.errors(include_url=False, include_context=False):
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
-        got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
-        lines.append(f"{path}: {loc}: {msg}{got_s}")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not a setting here)"
+        shown = (_value_may_be_shown(tuple(err["loc"]), err["type"]) and isinstance(got, str | int | float)
+                 and "got " not in msg)
+        lines.append(f"{path}: {loc}: {msg}" + (f" (got {got!r})" if shown else ""))
     return "\n".join(lines)
 
 
@@ -373,13 +526,17 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Read and validate a config file. Raises :class:`ConfigError` naming the file and key."""
     p = find_config_path(str(path) if path is not None else None)
     try:
-        text = p.read_text()
+        text = read_yaml_text(p)
+        data = load_yaml(text)
     except FileNotFoundError:
         raise ConfigError(f"{p}: no config file here; run `tiering init` or pass --config PATH") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    except YamlRefused as exc:
+        where = f" line {exc.line}" if exc.line is not None else ""
+        raise ConfigError(f"{p}:{where}: refused: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

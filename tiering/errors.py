@@ -22,6 +22,7 @@ exit code below. Vendor errors (botocore, SQLAlchemy, OS) are translated at the 
     │   ├── PrefixInUse(what, other)                  an adopted prefix overlaps another dataset's objects
     │   ├── MoveInProgress(label, job_id)
     │   ├── LockHeld(name)                            another planner/leader holds the lock
+    │   ├── TierBackendChanged(tier, old, new)        the config moved a tier away from its copies
     │   └── DatasetArchived(label, hint)     exit 10  on an archive tier with no staged copy: restore it first
     ├── CatalogError                     exit 5   database unreachable, schema out of date
     ├── BackendError(backend, key)       exit 6
@@ -155,6 +156,21 @@ class LockHeld(ConflictError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"lock {name!r} is held by another process")
+
+
+class TierBackendChanged(ConflictError):
+    """The config points tier ``tier`` at another place than the one the catalog's copies are on."""
+
+    reason = "tier_changed"
+
+    def __init__(self, tier: str, old: str, new: str) -> None:
+        self.tier = tier
+        self.old = old
+        self.new = new
+        super().__init__(
+            f"tier {tier!r} now points at {new} but the catalog's copies on it are at {old}: point it back in the "
+            f"config, or copy the data there and run `tiering tiers --accept-change {tier}`"
+        )
 
 
 class DatasetArchived(ConflictError):

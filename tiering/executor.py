@@ -33,6 +33,7 @@ import io
 import itertools
 import logging
 import os
+import posixpath
 import queue
 import socket
 import threading
@@ -46,7 +47,7 @@ from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from tiering.app import App
-from tiering.backends.base import Backend, ReadStream, delete_keys
+from tiering.backends.base import Backend, Location, ReadStream, delete_keys
 from tiering.catalog.db import dialect_insert
 from tiering.catalog.leader import LeaderFence, check_fence
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, MoveStep, Replica, Tier
@@ -58,6 +59,7 @@ from tiering.catalog.states import (
     StepState,
     check_job,
 )
+from tiering.config import normalise_endpoint
 from tiering.copier import Copier, CopyItem, CopyResult, Progress, VerifyMode
 from tiering.errors import (
     BackendError,
@@ -358,7 +360,7 @@ class Executor:
         if state == JobState.RUNNING and not (stop and stop.is_set()):
             state = self._commit(job_id)
         if state == JobState.COMMITTED:
-            state = self._delete_sources(job_id, src.name)
+            state = self._delete_sources(job_id, src.name, outcome=outcome)
         outcome.state = state
         outcome.seconds = (self.app.now() - started).total_seconds()
         return outcome
@@ -958,12 +960,19 @@ class Executor:
 
     # ---------------------------------------------------------------- delete the source, last
 
-    def _delete_sources(self, job_id: int, src_name: str) -> str:
+    def _delete_sources(self, job_id: int, src_name: str, *, outcome: JobOutcome | None = None) -> str:
+        """Delete the committed steps' source copies, then the source manifest; DONE when all are gone.
+
+        A source key that is the same object as a destination of this job (two tiers configured on one place)
+        is never deleted: its step keeps the source replica, records why in ``last_error``, and the job stays
+        COMMITTED, with the reason in ``outcome.error``.
+        """
         src_backend = self.app.backend(src_name)
         with self.app.catalog.session() as s:
             job = s.get_one(MoveJob, job_id)
             ds = s.get_one(Dataset, job.dataset_id)
             src_tier_id = job.src_tier_id
+            dst_name = s.get_one(Tier, job.dst_tier_id).name
             targets = s.execute(
                 select(MoveStep.id, Replica.id, Replica.key, Replica.shard_offset)
                 .join(Replica, and_(Replica.member_id == MoveStep.member_id, Replica.tier_id == src_tier_id))
@@ -972,7 +981,19 @@ class Executor:
             # an adopted dataset kept its own layout on the source tier until now
             src_prefix = ds.location_prefix or dataset_prefix(ds.kind, ds.name, ds.version)
             entries = load_entries(s, ds.id)
-        failures = 0
+            dst_prefix = dataset_prefix(ds.kind, ds.name, ds.version)
+            dst_keys = s.scalars(select(MoveStep.dst_key).where(MoveStep.job_id == job_id)).all()
+        protected = _destination_places(src_backend, self.app.backend(dst_name),
+                                        [*dst_keys, manifest_key(dst_prefix)])
+        refused: list[tuple[int, str]] = []
+        if protected:
+            kept = [t for t in targets if _place(src_backend.locate(t[2])) in protected]
+            if kept:
+                refused = [(sid, key) for sid, _rid, key, _offset in kept]
+                kept_steps = {sid for sid, _key in refused}
+                targets = [t for t in targets if t[0] not in kept_steps]
+                self._refuse_deletes(job_id, refused, src_name, dst_name, outcome)
+        failures = len(refused)
         # batches: one request per batch where the store can (DeleteObjects), one transaction per batch
         for start in range(0, len(targets), DELETE_BATCH):
             batch = targets[start:start + DELETE_BATCH]
@@ -1005,9 +1026,10 @@ class Executor:
             )
         if failures:
             return JobState.COMMITTED
-        with contextlib.suppress(TieringError):
-            remove_tree(src_backend, src_prefix, entries)
-            src_backend.delete(manifest_key(src_prefix))
+        if _place(src_backend.locate(manifest_key(src_prefix))) not in protected:
+            with contextlib.suppress(TieringError):
+                remove_tree(src_backend, src_prefix, entries)
+                src_backend.delete(manifest_key(src_prefix))
         crash_point("after_delete")
         with self.app.catalog.session() as s:
             job = s.get_one(MoveJob, job_id)
@@ -1016,6 +1038,23 @@ class Executor:
             job.state = JobState.DONE
             job.finished_at = job.updated_at = self.app.now()
         return JobState.DONE
+
+    def _refuse_deletes(self, job_id: int, refused: list[tuple[int, str]], src_name: str, dst_name: str,
+                        outcome: JobOutcome | None) -> None:
+        """Record on each step (and the job) why its source copy was kept: deleting it would delete the copy the
+        move just committed, the only one."""
+        first = refused[0][1]
+        message = (f"refused to delete source {first} on tier {src_name}: it is the very object this move "
+                   f"wrote on tier {dst_name} (the two tiers share one place); the data stays, fix the config")
+        log.error("move job %s: %s (%d source objects kept)", job_id, message, len(refused))
+        with self.app.catalog.session() as s:
+            for sid, key in refused:
+                s.execute(update(MoveStep).where(MoveStep.id == sid).values(
+                    last_error=message.replace(first, key, 1), updated_at=self.app.now()))
+            s.execute(update(MoveJob).where(MoveJob.id == job_id).values(last_error=message))
+        if outcome is not None:
+            outcome.error = message
+            outcome.failures.extend(key for _sid, key in refused)
 
     # ---------------------------------------------------------------- failure and recovery
 
@@ -1093,6 +1132,27 @@ class _ShardClaim:
     label: str
     steps: int
     dst_tier_id: int
+
+
+def _place(location: Location) -> str:
+    """One string per stored object, equal for two locations exactly when they name the same object: the S3
+    endpoint normalised (host case, default ports, loopback), the bucket, the key without empty or dot parts;
+    a file's absolute path (its root was resolved when the backend was built)."""
+    if location.kind == "s3":
+        endpoint = normalise_endpoint(location.endpoint) if location.endpoint else "aws"
+        return f"s3 {endpoint} {location.bucket.lower()}/{posixpath.normpath('/' + location.key).lstrip('/')}"
+    if location.kind == "file":
+        return f"file {os.path.normpath(location.path)}"
+    return f"{location.kind} {location.url}"
+
+
+def _destination_places(src: Backend, dst: Backend, dst_keys: list[str]) -> frozenset[str]:
+    """The places of ``dst_keys`` on ``dst`` when ``src`` and ``dst`` may share objects (one's root inside the
+    other's), else nothing: two distinct tiers cost two ``locate`` calls, not one per key."""
+    src_root, dst_root = _place(src.locate("")), _place(dst.locate(""))
+    if not (src_root.startswith(dst_root) or dst_root.startswith(src_root)):
+        return frozenset()
+    return frozenset(_place(dst.locate(key)) for key in dst_keys)
 
 
 def _retryable(result: CopyResult) -> bool:

@@ -81,6 +81,10 @@ class Tier(Base):
     archive: Mapped[str] = mapped_column(String(16), default="", comment="'' | packed | glacier")
     capacity_bytes: Mapped[int | None] = mapped_column(BigInteger)
     cost_per_tib_month: Mapped[float] = mapped_column(Float, default=0.0)
+    backend_identity: Mapped[str] = mapped_column(
+        String(2048), default="", server_default="",
+        comment="normalised endpoint+bucket+prefix or directory the catalog's copies are on; never credentials",
+    )
 
 
 class Dataset(Base):

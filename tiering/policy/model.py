@@ -34,8 +34,10 @@ that means the other one moves the wrong data.
 What the model checks (errors name the file, the rule and the field, and say what was expected and what was
 found, one line each): unknown keys and criteria, operators, sizes, rule names (unique), ``from`` and ``to``
 distinct, watermarks given together with ``0 < low < high <= 1``, the window written ``HH:MM-HH:MM``.
-What it cannot check, because a policy does not know the configured tiers: that tier names exist. The planner
-does that (:func:`tiering.policy.planner.check_policy_against_tiers`).
+Every number is bounded (days at most ``MAX_DAYS``, sizes and counts at most 2**63-1, never inf or NaN), so
+whatever validates can be planned. What it cannot check, because a policy does not know the configured tiers:
+that tier names exist. :func:`tiering.policy.planner.check_policy_against_tiers` does that, before every plan
+and in ``tiering policy check`` whenever a config is found.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ from pydantic import (
     model_validator,
 )
 
-from tiering.config import parse_size
+from tiering.config import MAX_SIZE, parse_size
 from tiering.errors import PolicyError
+from tiering.safe_yaml import YamlRefused, compose_yaml, construct_yaml, read_yaml_text
 
 Operator = Literal[">=", ">", "<=", "<", "==", "!="]
 _OPERATOR_FUNCTIONS: dict[str, Callable[[float, float], bool]] = {
@@ -80,6 +83,12 @@ _RULE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _WINDOW_RE = re.compile(r"^\s*([01][0-9]|2[0-3]):([0-5][0-9])\s*-\s*([01][0-9]|2[0-3]):([0-5][0-9])\s*$")
 
 CRITERIA_NAMES = ("age_days", "idle_days", "reads_<N>d", "heat", "size", "kind", "owner", "name", "tags")
+
+#: the largest number of days any field or criterion takes (100 years): dates a day count is added to
+#: stay within the calendar
+MAX_DAYS = 36_500
+#: the largest magnitude of any other number (reads, heat, counts)
+MAX_NUMBER = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +130,11 @@ def _split_comparison(value: object, example: str) -> tuple[Operator, str]:
     return op, match.group(2)
 
 
-def parse_number_comparison(value: object) -> Comparison:
-    """``">= 14"`` -> ``Comparison(">=", 14.0)``. Raises ``ValueError`` saying what was expected."""
+def parse_number_comparison(value: object, *, limit: float = MAX_NUMBER, unit: str = "") -> Comparison:
+    """``">= 14"`` -> ``Comparison(">=", 14.0)``; the number is finite and at most ``limit`` in magnitude.
+
+    Raises ``ValueError`` saying what was expected.
+    """
     if isinstance(value, Comparison):
         return value
     op, written = _split_comparison(value, ">= 14")
@@ -132,7 +144,14 @@ def parse_number_comparison(value: object) -> Comparison:
         raise ValueError(f"expected a number after {op!r}, like '{op} 14'; got {value!r}") from None
     if threshold != threshold or threshold in (float("inf"), float("-inf")):
         raise ValueError(f"expected a finite number after {op!r}; got {value!r}")
+    if abs(threshold) > limit:
+        raise ValueError(f"expected a number of at most {limit:g}{unit} in magnitude after {op!r}; got {value!r}")
     return Comparison(op, threshold, written)
+
+
+def parse_days_comparison(value: object) -> Comparison:
+    """:func:`parse_number_comparison` for a count of days: at most :data:`MAX_DAYS` in magnitude."""
+    return parse_number_comparison(value, limit=MAX_DAYS, unit=" days")
 
 
 def parse_size_comparison(value: object) -> Comparison:
@@ -212,6 +231,7 @@ def _tags(value: object) -> object:
 
 # The validators wrap the optional type so that a bad value yields one error, not one per union branch.
 OptionalNumberComparison = Annotated[Comparison | None, PlainValidator(parse_number_comparison)]
+OptionalDaysComparison = Annotated[Comparison | None, PlainValidator(parse_days_comparison)]
 OptionalSizeComparison = Annotated[Comparison | None, PlainValidator(parse_size_comparison)]
 OptionalWindow = Annotated[TimeWindow | None, PlainValidator(parse_time_window)]
 OptionalNames = Annotated[list[str] | None, BeforeValidator(_names)]
@@ -225,8 +245,8 @@ class _Strict(BaseModel):
 class Criteria(_Strict):
     """One block of criteria; it holds when every criterion given holds. Built from ``when``/``unless``."""
 
-    age_days: OptionalNumberComparison = None
-    idle_days: OptionalNumberComparison = None
+    age_days: OptionalDaysComparison = None
+    idle_days: OptionalDaysComparison = None
     heat: OptionalNumberComparison = None
     size: OptionalSizeComparison = None
     kind: Literal["dataset", "model"] | None = None
@@ -252,6 +272,8 @@ class Criteria(_Strict):
         for key, value in data.items():
             match = _READS_KEY_RE.match(key) if isinstance(key, str) else None
             if match:
+                if int(match.group(1)) > MAX_DAYS:
+                    raise ValueError(f"expected a reads window of at most {MAX_DAYS} days, got {key!r}")
                 windows[int(match.group(1))] = value
             else:
                 gathered[key] = value
@@ -308,11 +330,11 @@ class TierPolicy(_Strict):
     """Per-tier knobs. Watermarks are fractions of the tier's configured capacity."""
 
     #: above this fraction of capacity, the coldest datasets are demoted ...
-    high_watermark: float | None = Field(default=None, gt=0, le=1)
+    high_watermark: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
     #: ... until usage is below this fraction
-    low_watermark: float | None = Field(default=None, gt=0, lt=1)
+    low_watermark: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
     #: days a dataset stays on this tier after arriving before any move out of it is planned
-    min_residency_days: float = Field(default=0, ge=0)
+    min_residency_days: float = Field(default=0, ge=0, le=MAX_DAYS, allow_inf_nan=False)
 
     @property
     def has_watermarks(self) -> bool:
@@ -322,8 +344,8 @@ class TierPolicy(_Strict):
 class Budget(_Strict):
     """Per-run caps on the whole plan, and the daily window in which moves should run."""
 
-    max_bytes: int | None = Field(default=None, ge=0, description="bytes; size strings like 50TiB")
-    max_datasets: int | None = Field(default=None, ge=0)
+    max_bytes: int | None = Field(default=None, ge=0, le=MAX_SIZE, description="bytes; size strings like 50TiB")
+    max_datasets: int | None = Field(default=None, ge=0, le=MAX_NUMBER)
     window: OptionalWindow = None
 
     @field_validator("max_bytes", mode="before")
@@ -337,7 +359,7 @@ class Policy(_Strict):
 
     description: str = ""
     #: days after which a read weighs half as much in ``heat``
-    heat_half_life_days: float = Field(default=7.0, gt=0)
+    heat_half_life_days: float = Field(default=7.0, gt=0, le=MAX_DAYS, allow_inf_nan=False)
     tiers: dict[str, TierPolicy] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
     budget: Budget = Field(default_factory=Budget)
@@ -542,8 +564,12 @@ def parse_policy(text_or_dict: str | Mapping[str, Any], *, source: str = "<polic
     raw: Any
     if isinstance(text_or_dict, str):
         try:
-            duplicate = _first_duplicate_key(yaml.compose(text_or_dict, Loader=yaml.SafeLoader))
-            raw = yaml.safe_load(text_or_dict)
+            node = compose_yaml(text_or_dict)
+            duplicate = None if node is None else _first_duplicate_key(node)
+            raw = construct_yaml(node)
+        except YamlRefused as exc:
+            where = f"line {exc.line}: " if exc.line is not None else ""
+            raise PolicyError(f"{where}refused: {exc.problem}", file=source) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -596,7 +622,9 @@ def load_policy(path: str | PathLike[str]) -> Policy:
     """Read and validate a policy file. Raises :class:`~tiering.errors.PolicyError` naming the file."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = read_yaml_text(file)
+    except YamlRefused as exc:
+        raise PolicyError(f"refused: {exc.problem}", file=str(file)) from None
     except FileNotFoundError:
         raise PolicyError("no such policy file", file=str(file)) from None
     except (OSError, UnicodeDecodeError) as exc:
