@@ -95,6 +95,9 @@ def test_verify_with_the_endpoint_down_prints_one_line_per_cause_with_a_count(
         app.close()
     hot["endpoint"] = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
     config = write_config(tmp_path, data)
+    # the catalog refuses a tier that points elsewhere until told the data is there
+    accepted = run_cli(config, "tiers", "--accept-change", "hot")
+    assert accepted.returncode == 0, accepted.stderr
 
     out = run_cli(config, "verify", "d@1")
     assert out.returncode == 7, out.stderr
