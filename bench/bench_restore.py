@@ -25,12 +25,12 @@ from typing import Any
 
 from servers import ACCESS_KEY, SECRET_KEY, Seaweed, start_seaweed  # bench/servers.py, beside this file
 
-from tiering import jobs
+from tiering import datasets
 from tiering.app import App
-from tiering.backends import FaultyBackend
-from tiering.backends.base import Backend
 from tiering.config import config_from_dict, parse_size
-from tiering.restore import dispatch_restores, request_restore
+from tiering.restore.requests import dispatch_restores, request_restore
+from tiering.storage import FaultyBackend
+from tiering.storage.base import Backend
 
 
 @dataclass
@@ -76,10 +76,10 @@ def run_case(hot: Seaweed, cold: Seaweed, workdir: Path, *, count: int, size: in
         for i in range(count):
             body = i.to_bytes(8, "big") + block[8:]
             client.put_object(Bucket=hot_bucket, Key=f"nvme/incoming/part-{i % 16:02d}/{i:0{width}d}.bin", Body=body)
-        jobs.register(app, f"s3://{hot_bucket}/nvme/incoming/", name="bench", version="1", adopt=True)
+        datasets.register(app, f"s3://{hot_bucket}/nvme/incoming/", name="bench", version="1", adopt=True)
 
         started = time.monotonic()
-        moved = jobs.move(app, "bench@1", to="cold")
+        moved = datasets.move(app, "bench@1", to="cold")
         move_seconds = time.monotonic() - started
         assert moved.state == "done", moved
         cold_puts = counters["cold"].calls.get("put", 0) - 1  # the manifest is not data

@@ -2,12 +2,12 @@
 
 plan: a catalog of N datasets (10 members and 10 live replicas each, reads on ~30% of them over the last
 60 days) is written straight through the database driver (the setup is not what is measured), then a
-child process runs the product's planning path, ``tiering.lifecycle.make_plan`` (gather_dataset_facts,
+child process runs the product's planning path, ``tiering.lifecycle.nightly.make_plan`` (gather_dataset_facts,
 gather_tier_facts, plan_moves) with the shipped default policy. Seconds are measured inside the child
 (imports and opening the catalog excluded, reported apart); peak RSS is the child's ``ru_maxrss``.
 SQLite, and PostgreSQL in a database of our own (dropped afterwards) when one is reachable.
 
-ingest: ``tiering.lifecycle.ingest_access`` over a generated S3 server access log (GETs of members of
+ingest: ``tiering.lifecycle.nightly.ingest_access`` over a generated S3 server access log (GETs of members of
 1,000 datasets, plus the lines a real log has: listings, HEADs, PUTs, 404s, keys of no dataset).
 """
 
@@ -162,7 +162,7 @@ def plan_child(config_path: str) -> None:
     t0 = time.monotonic()
     from tiering.app import App
     from tiering.config import load_config
-    from tiering.lifecycle import load_active_policy, make_plan
+    from tiering.lifecycle.nightly import load_active_policy, make_plan
 
     app = App.open(load_config(config_path))
     policy = load_active_policy(app)
@@ -202,9 +202,9 @@ def _measure_child(config_path: Path) -> dict[str, Any]:
 
 def run_plan(size_name: str, sizes_arg: str | None, postgres: str, workdir: Path | None) -> dict[str, Any]:
     try:
-        from tiering.policy.planner import plan_moves  # noqa: F401
+        from tiering.lifecycle.planner import plan_moves  # noqa: F401
     except ImportError as exc:
-        return {"skipped": f"tiering.policy.planner.plan_moves not importable ({exc})",
+        return {"skipped": f"tiering.lifecycle.planner.plan_moves not importable ({exc})",
                 "lines": [f"skipped: planner not importable ({exc})"]}
     sizes = [int(x) for x in sizes_arg.split(",") if int(x) > 0] if sizes_arg else PLAN_SIZES[size_name]
     results: list[dict[str, Any]] = []
@@ -327,7 +327,7 @@ def run_ingest(size_name: str, lines_arg: int | None, workdir: Path | None) -> d
         _write(url, [("datasets", DATASET_COLS, rows)])
         log_path = root / "access.log"
         make_access_log(log_path, lines, n_datasets)
-        from tiering.lifecycle import ingest_access
+        from tiering.lifecycle.nightly import ingest_access
 
         with _open_app(config, root, create=False) as app, open(log_path) as fh:
             cpu0, t0 = time.process_time(), time.monotonic()

@@ -21,7 +21,7 @@ HASH_BYTES = {"full": GiB, "quick": 128 * MiB, "tiny": 8 * MiB}
 
 
 def _hash_ceiling(data: bytes, reps: int) -> dict[str, float]:
-    from tiering.hashing import CHUNK_SIZE, Digests
+    from tiering.transfer.hashing import CHUNK_SIZE, Digests
 
     view = memoryview(data)
     one_shot, chunked = [], []
@@ -40,9 +40,9 @@ def _hash_ceiling(data: bytes, reps: int) -> dict[str, float]:
 
 
 def run_hashing(env: Env, size_name: str, nbytes: int | None, reps: int) -> dict[str, Any]:
-    from tiering.backends.s3 import S3Backend
     from tiering.config import Credentials, Secret, TransferConfig
-    from tiering.copier import Copier, CopyItem
+    from tiering.storage.s3 import S3Backend
+    from tiering.transfer.copier import Copier, CopyItem
 
     size = nbytes or HASH_BYTES[size_name]
     # incompressible: SeaweedFS may compress what looks compressible, which would flatter every copy
@@ -100,7 +100,8 @@ def run_hashing(env: Env, size_name: str, nbytes: int | None, reps: int) -> dict
     out: dict[str, Any] = {"bytes": size, **ceiling}
     floor = statistics.median(s[0] for s in samples["none"])
     lines = [f"xxh3-128 over {size / MiB:.0f} MiB in memory: {ceiling['xxh3_one_call_gb_s']:.2f} GB/s in one call, "
-             f"{ceiling['xxh3_digests_1mib_chunks_gb_s']:.2f} GB/s through tiering.hashing.Digests (1 MiB chunks)"]
+             f"{ceiling['xxh3_digests_1mib_chunks_gb_s']:.2f} GB/s through "
+             "tiering.transfer.hashing.Digests (1 MiB chunks)"]
     for mode in modes:
         sec = statistics.median(s[0] for s in samples[mode])
         cpu = statistics.median(s[1] for s in samples[mode])

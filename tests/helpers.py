@@ -15,13 +15,13 @@ import yaml
 from sqlalchemy import select
 
 from tiering.app import App
-from tiering.backends.base import Backend
 from tiering.catalog.models import Dataset, Member, Replica, Tier
 from tiering.catalog.states import TRUSTED_REPLICA_STATES
 from tiering.catalog.usage import count_tier_usage, tier_usage
 from tiering.config import Config, config_from_dict
-from tiering.hashing import hash_stream, xxh3_bytes
 from tiering.layout import MANIFEST_DIR
+from tiering.storage.base import Backend
+from tiering.transfer.hashing import hash_stream, xxh3_bytes
 
 
 def make_tree(

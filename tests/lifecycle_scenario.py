@@ -9,8 +9,8 @@ from typing import Any
 
 from helpers import FixedClock, check_invariant, make_tree, open_app
 
-from tiering import jobs
-from tiering.lifecycle import load_active_policy, nightly_cycle, pin
+from tiering import datasets
+from tiering.lifecycle.nightly import load_active_policy, nightly_cycle, pin
 
 START = dt.datetime(2026, 1, 1, 3, 0, tzinfo=dt.UTC)
 
@@ -23,22 +23,22 @@ def run_120_days(tmp_path: Path, data: dict[str, Any]) -> dict[str, Any]:
         for i, name in enumerate(("busy", "idle", "revived", "keep", "pinned")):
             make_tree(tmp_path / "src" / name, 6, seed=i, max_size=20_000)
             tags = {"retention": "keep-online"} if name == "keep" else {}
-            jobs.register(app, str(tmp_path / "src" / name), name=name, version="1", tier="hot", tags=tags)
+            datasets.register(app, str(tmp_path / "src" / name), name=name, version="1", tier="hot", tags=tags)
         pin(app, "pinned", tier="hot", until=START + dt.timedelta(days=100), reason="model fraud@v3 is live")
         policy = load_active_policy(app)
         moves: dict[str, list[tuple[int, str, str]]] = {}
         for day in range(121):
             clock.now = START + dt.timedelta(days=day)
-            jobs.resolve(app, "busy")
+            datasets.resolve(app, "busy")
             if day >= 60:
-                jobs.resolve(app, "revived")
+                datasets.resolve(app, "revived")
             result = nightly_cycle(app, policy=policy, ignore_window=True, run_key=f"nightly:{day}")
             assert result.failed == 0, result.moves
             for m in result.moves:
                 moves.setdefault(m["dataset"].split("@")[0], []).append((day, m["from"], m["to"]))
-        where = {r.name: r.tier for r in jobs.list_datasets(app)}
+        where = {r.name: r.tier for r in datasets.list_datasets(app)}
         report = check_invariant(app)
-        verified = {name: jobs.verify(app, name).ok for name in where}
+        verified = {name: datasets.verify(app, name).ok for name in where}
         return {"where": where, "moves": moves, "invariant": report, "verified": verified}
     finally:
         app.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tiering import jobs
+from tiering import datasets
 from tiering.app import App, Clock, utcnow
 from tiering.config import Config, load_config
 
@@ -27,29 +27,29 @@ class Tiering:
     def __init__(self, app: App) -> None:
         self.app = app
 
-    def register(self, source: str, **kwargs: Any) -> jobs.RegisterResult:
-        return jobs.register(self.app, source, **kwargs)
+    def register(self, source: str, **kwargs: Any) -> datasets.RegisterResult:
+        return datasets.register(self.app, source, **kwargs)
 
-    def resolve(self, label: str, *, record: bool = True) -> jobs.Resolved:
-        return jobs.resolve(self.app, label, record=record)
+    def resolve(self, label: str, *, record: bool = True) -> datasets.Resolved:
+        return datasets.resolve(self.app, label, record=record)
 
     def move(self, label: str, *, to: str, reason: str = "api") -> Any:
-        return jobs.move(self.app, label, to=to, reason=reason)
+        return datasets.move(self.app, label, to=to, reason=reason)
 
     def resume(self) -> list[Any]:
-        return jobs.resume(self.app)
+        return datasets.resume(self.app)
 
-    def verify(self, label: str, *, tier: str | None = None) -> jobs.VerifyReport:
-        return jobs.verify(self.app, label, tier=tier)
+    def verify(self, label: str, *, tier: str | None = None) -> datasets.VerifyReport:
+        return datasets.verify(self.app, label, tier=tier)
 
-    def ls(self, **filters: Any) -> list[jobs.DatasetRow]:
-        return jobs.list_datasets(self.app, **filters)
+    def ls(self, **filters: Any) -> list[datasets.DatasetRow]:
+        return datasets.list_datasets(self.app, **filters)
 
-    def show(self, label: str) -> jobs.DatasetDetail:
-        return jobs.show(self.app, label)
+    def show(self, label: str) -> datasets.DatasetDetail:
+        return datasets.show(self.app, label)
 
-    def tiers(self) -> list[jobs.TierUsage]:
-        return jobs.tier_usage(self.app)
+    def tiers(self) -> list[datasets.TierUsage]:
+        return datasets.tier_usage(self.app)
 
     def close(self) -> None:
         self.app.close()

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tiering.backends.base import Backend
 from tiering.catalog.db import Catalog, check_schema, create_catalog_engine, migrate
 from tiering.catalog.models import Dataset, Replica, Tier
 from tiering.config import Config, TierConfig, backend_identity
 from tiering.errors import TierBackendChanged, TierNotFound
+from tiering.storage.base import Backend
 
 Clock = Callable[[], dt.datetime]
 
@@ -37,7 +37,7 @@ def default_actor() -> str:
 
 
 def _build_backend(name: str, tier: TierConfig, config: Config) -> Backend:
-    from tiering.backends import open_backend
+    from tiering.storage import open_backend
 
     return open_backend(name, tier, config.transfer)
 

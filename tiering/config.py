@@ -26,8 +26,8 @@ from urllib.parse import SplitResult, unquote, urlparse, urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tiering.config_yaml import YamlRefused, load_yaml, read_yaml_text
 from tiering.errors import ConfigError
-from tiering.safe_yaml import YamlRefused, load_yaml, read_yaml_text
 
 DEFAULT_CONFIG_NAME = "tiering.yaml"
 
@@ -193,7 +193,7 @@ def backend_identity(name: str, tier: TierConfig) -> BackendIdentity:
     if parsed.scheme == "s3":
         where = normalise_endpoint(tier.endpoint) if tier.endpoint else "s3:/"
         return BackendIdentity(f"{where}/{parsed.netloc.lower()}", _path_parts(unquote(parsed.path)))
-    # memory://NAME: backends of one NAME share one store (see tiering.backends.open_backend)
+    # memory://NAME: backends of one NAME share one store (see tiering.storage.open_backend)
     return BackendIdentity(f"{parsed.scheme}://{(parsed.netloc + parsed.path).strip('/') or name}")
 
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tiering import jobs
+from tiering import datasets
 from tiering.app import App
 from tiering.config import config_from_dict, format_size
 from tiering.errors import DatasetArchived
@@ -34,7 +34,7 @@ def _make_model(root: Path, *, seed: int) -> None:
 
 def _restore_expiry(app: App, label: str) -> str:
     """When the newest ready restore of ``label`` expires, for display."""
-    from tiering.restore import list_restores
+    from tiering.restore.requests import list_restores
 
     ends = [r.expires_at for r in list_restores(app) if r.dataset == label and r.expires_at is not None]
     return max(ends).strftime("%Y-%m-%d %H:%M UTC") if ends else "-"
@@ -79,62 +79,62 @@ def run_demo(workdir: str | None, *, echo: Callable[[str], None] = print) -> Non
         say("register both on hot: every file hashed (xxh3-128), uploaded, verified at the destination")
         for src, name, version, kind in (("imagenet-mini", "imagenet-mini", "2024-01", "dataset"),
                                           ("fraud-v3", "fraud", "v3", "model")):
-            r = jobs.register(app, str(base / "src" / src), name=name, version=version, kind=kind, tier="hot",
+            r = datasets.register(app, str(base / "src" / src), name=name, version=version, kind=kind, tier="hot",
                               owner="demo", tags={"team": "vision"})
             echo(f"    {r.label}: {r.members} files, {format_size(r.bytes)} on {r.tier} ({r.seconds:.2f} s)")
 
         say("register the same content again: a no-op, not a duplicate")
-        r = jobs.register(app, str(base / "src/fraud-v3"), name="fraud", version="v3", kind="model", tier="hot")
+        r = datasets.register(app, str(base / "src/fraud-v3"), name="fraud", version="v3", kind="model", tier="hot")
         echo(f"    already registered: {r.already_registered}")
 
         say("resolve: where to read it now (counts as a read)")
-        where = jobs.resolve(app, "imagenet-mini")
+        where = datasets.resolve(app, "imagenet-mini")
         echo(f"    {where.label} is on {where.tier}: {where.url}")
 
         say("move imagenet-mini hot -> warm: copy, verify, commit, then delete the source")
-        o = jobs.move(app, "imagenet-mini@2024-01", to="warm")
+        o = datasets.move(app, "imagenet-mini@2024-01", to="warm")
         echo(f"    job {o.job_id}: {o.state}, {o.members} files, {format_size(o.bytes)} in {o.seconds:.2f} s")
         echo(f"    files left on hot: {sum(1 for _ in (base / 'tiers/hot').rglob('*.bin'))}")
 
         say("move it back warm -> hot")
-        o = jobs.move(app, "imagenet-mini@2024-01", to="hot")
+        o = datasets.move(app, "imagenet-mini@2024-01", to="hot")
         echo(f"    job {o.job_id}: {o.state}")
 
         say("verify: re-read every copy and compare with the catalog digests")
         for label in ("imagenet-mini", "fraud@v3"):
-            rep = jobs.verify(app, label)
+            rep = datasets.verify(app, label)
             echo(f"    {rep.label}: {rep.replicas_checked} copies, {'OK' if rep.ok else rep.problems}")
 
         say("tiers now")
-        for t in jobs.tier_usage(app):
+        for t in datasets.tier_usage(app):
             echo(f"    {t.name:5} rank {t.rank}  datasets {t.datasets}  used {format_size(t.used_bytes)}"
                  f"  cost/month ${t.cost_per_month:.4f}")
 
         say("history of imagenet-mini@2024-01")
-        for h in jobs.show(app, "imagenet-mini@2024-01").history:
+        for h in datasets.show(app, "imagenet-mini@2024-01").history:
             route = f"{h['from'] or '':5}-> {h['to'] or '':5}"
             echo(f"    {h['action']:9} {route} {format_size(h['bytes']):>10}  {h['result']}")
 
         say("archive imagenet-mini to cold (a tape tier): small files are packed into tar shards")
-        o = jobs.move(app, "imagenet-mini@2024-01", to="cold")
+        o = datasets.move(app, "imagenet-mini@2024-01", to="cold")
         cold_objects = [p for p in (base / "tiers/cold").rglob("*") if p.is_file() and "_tiering" not in p.parts]
         shards = [p for p in cold_objects if "_shards" in p.parts]
         echo(f"    job {o.job_id}: {o.state}; {o.members} files became {len(cold_objects)} objects on cold "
              f"({len(shards)} shards)")
         try:
-            jobs.resolve(app, "imagenet-mini")
+            datasets.resolve(app, "imagenet-mini")
         except DatasetArchived as exc:
             echo(f"    resolve now says: {exc}")
 
         say("restore it to hot for 7 days: verified, unpacked to its paths; cold stays the master")
-        from tiering.restore import dispatch_restores, request_restore
+        from tiering.restore.requests import dispatch_restores, request_restore
 
         request_restore(app, "imagenet-mini@2024-01", to="hot", days=7)
         for g in dispatch_restores(app).groups:
             echo(f"    {g.dataset} -> {g.target}: {g.state}, {format_size(g.bytes)} in {g.seconds:.2f} s")
-        where = jobs.resolve(app, "imagenet-mini")
+        where = datasets.resolve(app, "imagenet-mini")
         echo(f"    {where.label} is readable on {where.tier} until "
-             f"{_restore_expiry(app, where.label)}; its home stays {jobs.show(app, where.label).dataset.tier}")
+             f"{_restore_expiry(app, where.label)}; its home stays {datasets.show(app, where.label).dataset.tier}")
     finally:
         app.close()
         if not keep:

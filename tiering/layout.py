@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tiering.errors import InvalidName, UsageError
-from tiering.hashing import xxh3_bytes
+from tiering.transfer.hashing import xxh3_bytes
 
 MANIFEST_DIR = "_tiering"
 MANIFEST_NAME = "manifest.json"

@@ -34,9 +34,9 @@ from apscheduler.triggers.cron import CronTrigger
 
 from tiering.app import App
 from tiering.catalog.leader import LeaderFence, take_office
+from tiering.catalog.locks import ProcessLock
 from tiering.errors import ConfigError, TieringError
-from tiering.lifecycle import CycleResult, load_active_policy, nightly_cycle, schedule_timezone
-from tiering.locks import ProcessLock
+from tiering.lifecycle.nightly import CycleResult, load_active_policy, nightly_cycle, schedule_timezone
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class Scheduler:
 
 def _restore_module() -> Any:
     try:
-        import tiering.restore as restore
+        import tiering.restore.requests as restore
     except ModuleNotFoundError:
         return None
     if not hasattr(restore, "dispatch_restores"):

@@ -46,13 +46,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tiering.app import App
-from tiering.backends.base import IncompleteUpload, ListsIncompleteUploads, ObjectInfo, delete_keys
 from tiering.catalog.models import Dataset, Member, MoveJob, MoveStep, Replica, Tier
 from tiering.catalog.states import TRUSTED_REPLICA_STATES, UNFINISHED_JOB_STATES, StepState
-from tiering.copier import Progress
 from tiering.errors import ObjectNotFound, TieringError, UsageError
-from tiering.hashing import hash_stream
 from tiering.layout import KINDS, MANIFEST_DIR, MANIFEST_NAME, dataset_prefix
+from tiering.storage.base import IncompleteUpload, ListsIncompleteUploads, ObjectInfo, delete_keys
+from tiering.transfer.copier import Progress
+from tiering.transfer.hashing import hash_stream
 
 log = logging.getLogger(__name__)
 

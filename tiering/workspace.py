@@ -48,7 +48,7 @@ def init_workspace(path: Path, *, catalog: str | None = None, tiers_dir: str | N
         if tier.scheme == "file":
             Path(tier.backend[len("file://"):]).mkdir(parents=True, exist_ok=True)
         elif tier.scheme == "s3":
-            from tiering.backends import open_backend
+            from tiering.storage import open_backend
 
             backend = open_backend(name, tier, config.transfer)
             ensure = getattr(backend, "ensure_bucket", None)

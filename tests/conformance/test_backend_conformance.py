@@ -1,4 +1,4 @@
-"""One suite, every backend: the contract of ``tiering.backends.base`` holds for memory, file and S3.
+"""One suite, every backend: the contract of ``tiering.storage.base`` holds for memory, file and S3.
 
 The S3 backend runs twice against a real SeaweedFS bucket: with the default threshold (single PutObject
 for everything here) and with a 1-byte threshold and 5 MiB parts, so every non-empty object goes through
@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from tiering.backends import Backend, FileBackend, MemoryBackend
-from tiering.backends.base import DIGEST_METADATA_KEY
 from tiering.config import Credentials, Secret
 from tiering.errors import DigestRefused, ObjectNotFound
-from tiering.hashing import xxh3_bytes
+from tiering.storage import Backend, FileBackend, MemoryBackend
+from tiering.storage.base import DIGEST_METADATA_KEY
+from tiering.transfer.hashing import xxh3_bytes
 
 MiB = 2**20
 #: the smallest part S3 (and SeaweedFS) accept for all but the last part
@@ -54,7 +54,7 @@ def _file(**options: Any) -> Callable[[Path, pytest.FixtureRequest], Subject]:
 
 def _s3(**options: Any) -> Callable[[Path, pytest.FixtureRequest], Subject]:
     def make(tmp_path: Path, request: pytest.FixtureRequest) -> Subject:
-        from tiering.backends.s3 import S3Backend
+        from tiering.storage.s3 import S3Backend
 
         server = request.getfixturevalue("seaweed")
         bucket = request.getfixturevalue("conformance_bucket")

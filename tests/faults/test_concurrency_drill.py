@@ -37,7 +37,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from tiering import jobs
+from tiering import datasets
 from tiering.catalog.models import Dataset, MoveJob
 from tiering.errors import TieringError
 
@@ -74,7 +74,7 @@ class Drill:
         name, version = label.split("@")
         app = open_app(self.data)
         try:
-            jobs.register(app, str(write_tree(self.tmp_path / "src" / label, files)), name=name, version=version,
+            datasets.register(app, str(write_tree(self.tmp_path / "src" / label, files)), name=name, version=version,
                           tier=tier)
         finally:
             app.close()
@@ -85,7 +85,7 @@ class Drill:
     def home(self, label: str) -> str:
         app = open_app(self.data)
         try:
-            return jobs.resolve(app, label, record=False).tier
+            return datasets.resolve(app, label, record=False).tier
         finally:
             app.close()
 
@@ -188,7 +188,7 @@ def test_reads_of_a_dataset_while_it_moves_both_ways_give_its_bytes_or_a_clean_e
                 path, during = rng.choice(paths), moving.is_set()
                 sink = io.BytesIO()
                 try:
-                    jobs.read_member(app, "busy@1", path, sink)
+                    datasets.read_member(app, "busy@1", path, sink)
                 except TieringError as exc:
                     clean = exc.exit_code in (3, 6) and "\n" not in str(exc)
                     reads.add("read_member", type(exc).__name__, moving=during, wrong=None if clean else repr(exc))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from helpers import check_invariant, make_tree, open_app, run_cli, workspace_config, write_config
 
-from tiering import jobs
+from tiering import datasets
 from tiering.faults import CRASH_POINTS
 
 MOVE_CRASH_POINTS = [p for p in CRASH_POINTS if not p.startswith("restore")]
@@ -28,7 +28,7 @@ def crash_then_resume(tmp_path: Path, data: dict[str, Any], point: str, *, files
         for rel, payload in files.items():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             (src / rel).write_bytes(payload)
-        jobs.register(app, str(src), name="d", version="1", tier="hot")
+        datasets.register(app, str(src), name="d", version="1", tier="hot")
     finally:
         app.close()
 
@@ -48,7 +48,7 @@ def crash_then_resume(tmp_path: Path, data: dict[str, Any], point: str, *, files
 
     app = open_app(data)
     try:
-        assert jobs.resolve(app, "d@1", record=False).tier == "warm"
+        assert datasets.resolve(app, "d@1", record=False).tier == "warm"
         report = check_invariant(app)
         assert report.problems == [], report.problems
         assert report.members == len(files)
@@ -58,7 +58,7 @@ def crash_then_resume(tmp_path: Path, data: dict[str, Any], point: str, *, files
             assert stream.read() == payload
             stream.close()
         assert [i.key for i in app.backend("hot").list("dataset/")] == []
-        assert jobs.resume(app) == []
+        assert datasets.resume(app) == []
     finally:
         app.close()
 

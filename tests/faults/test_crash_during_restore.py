@@ -16,9 +16,9 @@ import pytest
 from helpers import check_invariant, make_tree, open_app, run_cli, workspace_config, write_config
 from sqlalchemy import select
 
-from tiering import jobs
+from tiering import datasets
 from tiering.catalog.models import AuditEntry, Member, MoveJob, MoveStep
-from tiering.restore import dispatch_restores, list_restores
+from tiering.restore.requests import dispatch_restores, list_restores
 
 PACKED_COLD = {"archive": "packed", "pack_threshold": "20KB", "shard_size": "100KB"}
 
@@ -54,8 +54,8 @@ def test_kill_9_during_a_restore_then_dispatching_again_loses_nothing_and_copies
     files = sample(tmp_path)
     app = open_app(data)
     try:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-        assert jobs.move(app, "d@1", to="cold").state == "done"
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        assert datasets.move(app, "d@1", to="cold").state == "done"
     finally:
         app.close()
     cold_before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "tiers/cold").rglob("*") if p.is_file()}
@@ -85,7 +85,7 @@ def test_kill_9_during_a_restore_then_dispatching_again_loses_nothing_and_copies
         report_after = check_invariant(app)
         assert report_after.problems == [], report_after.problems
         assert report_after.members == len(files)
-        assert jobs.resolve(app, "d@1", record=False).tier == "hot"
+        assert datasets.resolve(app, "d@1", record=False).tier == "hot"
         with app.catalog.session() as s:
             assert [a.result for a in s.scalars(select(AuditEntry).where(AuditEntry.action == "restore"))] == ["ok"]
         cold_after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "tiers/cold").rglob("*")
@@ -103,7 +103,7 @@ def test_kill_9_during_a_move_into_a_packed_tier_then_resume_loses_nothing(tmp_p
     files = sample(tmp_path)
     app = open_app(data)
     try:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     finally:
         app.close()
 
@@ -114,13 +114,13 @@ def test_kill_9_during_a_move_into_a_packed_tier_then_resume_loses_nothing(tmp_p
     try:
         mid = check_invariant(app, allow_stray=True)
         assert mid.problems == [], mid.problems
-        assert [o.state for o in jobs.resume(app)] == ["done"]
+        assert [o.state for o in datasets.resume(app)] == ["done"]
         cold_keys = sorted(i.key for i in app.backend("cold").list("dataset/") if "/_tiering/" not in i.key)
         assert any("/_shards/" in k for k in cold_keys)
         assert [i.key for i in app.backend("hot").list("dataset/")] == []
         for rel, payload in files.items():
             out = _Sink()
-            jobs.read_member(app, "d@1", rel, out)
+            datasets.read_member(app, "d@1", rel, out)
             assert out.data == payload
         report = check_invariant(app)
         assert report.problems == [], report.problems

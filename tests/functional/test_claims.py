@@ -11,12 +11,12 @@ import pytest
 from helpers import FixedClock, check_invariant, open_app, workspace_config
 from sqlalchemy import select
 
-from tiering import jobs
+from tiering import datasets
 from tiering.app import App
 from tiering.catalog.models import Dataset, MoveJob, MoveStep, Replica
-from tiering.copier import CopyItem, CopyResult
 from tiering.errors import LeaseLost
-from tiering.executor import CLAIM_BATCH, Executor, JobOutcome
+from tiering.moves.executor import CLAIM_BATCH, Executor, JobOutcome
+from tiering.transfer.copier import CopyItem, CopyResult
 
 #: more steps than a claim looks at, several times over: the claims must see past their own steps in flight
 MEMBERS = 5 * CLAIM_BATCH + 5
@@ -30,7 +30,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock) -> It
     for i in range(MEMBERS):
         (src / f"d{i % 7}").mkdir(parents=True, exist_ok=True)
         (src / f"d{i % 7}" / f"f{i}.bin").write_bytes(i.to_bytes(4, "big"))
-    jobs.register(a, str(src), name="d", version="1", tier="hot")
+    datasets.register(a, str(src), name="d", version="1", tier="hot")
     yield a
     a.close()
 

@@ -233,7 +233,7 @@ def test_show_member_of_a_corrupt_member_leaves_no_file_and_writes_nothing_to_st
 def test_show_member_to_stdout_streams_verified_bytes_and_refuses_a_member_over_the_memory_bound(
     ws: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tiering import jobs
+    from tiering import datasets
     from tiering.app import App
     from tiering.config import load_config
     from tiering.errors import UsageError
@@ -254,8 +254,8 @@ def test_show_member_to_stdout_streams_verified_bytes_and_refuses_a_member_over_
                 return len(data)
 
         with pytest.raises(UsageError, match="give --out FILE"):
-            jobs.read_member(app, "d@1", "f0000.bin", Sink(), verify_first=True, max_buffer=size - 1)
+            datasets.read_member(app, "d@1", "f0000.bin", Sink(), verify_first=True, max_buffer=size - 1)
         assert sink == bytearray()
         dest = tmp_path / "kept.bin"
-        assert jobs.save_member(app, "d@1", "f0000.bin", dest) == size
+        assert datasets.save_member(app, "d@1", "f0000.bin", dest) == size
         assert dest.read_bytes() == (tmp_path / "src/f0000.bin").read_bytes()

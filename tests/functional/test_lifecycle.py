@@ -8,8 +8,8 @@ from pathlib import Path
 from helpers import FixedClock, make_tree, open_app, workspace_config
 from lifecycle_scenario import check_outcome, run_120_days
 
-from tiering import jobs
-from tiering.lifecycle import load_active_policy, make_plan, nightly_cycle, pin, report, why
+from tiering import datasets
+from tiering.lifecycle.nightly import load_active_policy, make_plan, nightly_cycle, pin, report, why
 
 
 def test_120_simulated_days_move_each_dataset_where_its_use_says(tmp_path: Path) -> None:
@@ -21,7 +21,7 @@ def test_why_names_the_pin_and_the_date_it_ends(tmp_path: Path) -> None:
     app = open_app(workspace_config(tmp_path), clock=clock)
     try:
         make_tree(tmp_path / "src", 3)
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         pin(app, "d", tier="hot", until=dt.datetime(2026, 6, 1, tzinfo=dt.UTC), reason="model fraud@v3 is live")
         policy = load_active_policy(app)
         text, decision = why(app, "d", policy=policy, now=dt.datetime(2026, 3, 1, 3, tzinfo=dt.UTC))
@@ -38,16 +38,16 @@ def test_a_run_key_runs_once_and_a_closed_window_moves_nothing(tmp_path: Path) -
     app = open_app(workspace_config(tmp_path), clock=clock)
     try:
         make_tree(tmp_path / "src", 3)
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         policy = load_active_policy(app)
         clock.now = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)  # noon: outside 02:00-06:00
         closed = nightly_cycle(app, policy=policy, now=clock.now, run_key="nightly:2026-03-01")
         assert closed.state == "skipped" and closed.planned == 1 and closed.done == 0
-        assert jobs.resolve(app, "d", record=False).tier == "hot"
+        assert datasets.resolve(app, "d", record=False).tier == "hot"
         # the skipped run gave its key back: the night's run inside the window still happens, once
         done = nightly_cycle(app, policy=policy, now=clock.now, run_key="nightly:2026-03-01", ignore_window=True)
         assert (done.state, done.done) == ("done", 1)
-        assert jobs.resolve(app, "d", record=False).tier == "warm"
+        assert datasets.resolve(app, "d", record=False).tier == "warm"
         again = nightly_cycle(app, policy=policy, now=clock.now, run_key="nightly:2026-03-01", ignore_window=True)
         assert again.state == "skipped" and again.run_id is None and "already" in again.note
         r = report(app, policy=policy)

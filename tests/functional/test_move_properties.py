@@ -18,9 +18,9 @@ from helpers import FixedClock, check_invariant, make_tree, open_app, workspace_
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tiering import jobs
-from tiering.backends.base import Backend, delete_each
-from tiering.backends.memory import MemoryBackend
+from tiering import datasets
+from tiering.storage.base import Backend, delete_each
+from tiering.storage.memory import MemoryBackend
 
 TIERS = ("hot", "warm", "cold")
 
@@ -98,16 +98,16 @@ def test_any_sequence_of_moves_crashes_and_resumes_keeps_every_member_verified(s
                     src = tmp_path / f"src{i}"
                     if not src.exists():
                         make_tree(src, 4, seed=i, max_size=3000)
-                    jobs.register(app, str(src), name=f"d{i}", version="1", tier=tier)
+                    datasets.register(app, str(src), name=f"d{i}", version="1", tier=tier)
                     registered.add(i)
                 elif kind in ("move", "crash_move") and op[1] in registered:
                     label, tier = f"d{op[1]}@1", op[2]
-                    if jobs.resolve(app, label, record=False).tier == tier:
+                    if datasets.resolve(app, label, record=False).tier == tier:
                         continue
                     if kind == "crash_move":
                         budget["left"] = op[3]
                     try:
-                        jobs.move(app, label, to=tier)
+                        datasets.move(app, label, to=tier)
                     except SimulatedCrash:
                         pass
                     except Exception as exc:  # an unfinished job from an earlier crash blocks a new move
@@ -116,11 +116,11 @@ def test_any_sequence_of_moves_crashes_and_resumes_keeps_every_member_verified(s
                         budget["left"] = None
                 elif kind == "resume":
                     clock.advance(minutes=2)  # past the crashed worker's lease
-                    jobs.resume(app)
+                    datasets.resume(app)
                 report = check_invariant(app, allow_stray=True)
                 assert report.problems == [], (op, report.problems)
             clock.advance(minutes=2)
-            jobs.resume(app)
+            datasets.resume(app)
             final = check_invariant(app)
             assert final.problems == [], final.problems
         finally:

@@ -19,14 +19,14 @@ import pytest
 from helpers import check_invariant, make_tree, open_app, read_all, workspace_config
 from sqlalchemy import select
 
-from tiering import jobs
+from tiering import datasets
 from tiering.app import App
-from tiering.backends import FaultyBackend
-from tiering.backends.base import Backend, ReadStream
 from tiering.catalog.models import Member, MoveStep, Replica, Tier
 from tiering.errors import CorruptedCopy
 from tiering.layout import manifest_key
-from tiering.packing import SHARD_DIR, TAR_END, layout_shard, plan_shards, tar_header
+from tiering.storage import FaultyBackend
+from tiering.storage.base import Backend, ReadStream
+from tiering.transfer.packing import SHARD_DIR, TAR_END, layout_shard, plan_shards, tar_header
 
 PACKED_COLD = {"archive": "packed", "pack_threshold": "40KB", "shard_size": "200KB"}
 
@@ -57,8 +57,8 @@ def cold_replicas(app: App) -> dict[str, tuple[str, int | None]]:
 
 def test_small_members_go_into_tar_shards_and_large_ones_stay_single_objects(app: App, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "src", 30, seed=1)
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-    assert jobs.move(app, "d@1", to="cold").state == "done"
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    assert datasets.move(app, "d@1", to="cold").state == "done"
 
     cold = app.backend("cold")
     keys = sorted(i.key for i in cold.list("dataset/d/1/"))
@@ -93,7 +93,7 @@ def test_small_members_go_into_tar_shards_and_large_ones_stay_single_objects(app
             assert offset is not None
             assert read_all(cold, key, offset=offset, length=len(data)) == data
             assert ("dataset/d/1/" + by_path[path]["shard"], by_path[path]["offset"]) == (key, offset)
-    assert jobs.verify(app, "d@1").ok
+    assert datasets.verify(app, "d@1").ok
     assert check_invariant(app).problems == []
 
 
@@ -116,9 +116,9 @@ def test_moving_out_of_a_packed_tier_unpacks_every_member_to_its_path_and_remove
     app: App, tmp_path: Path
 ) -> None:
     files = make_tree(tmp_path / "src", 20, seed=2)
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-    assert jobs.move(app, "d@1", to="cold").state == "done"
-    assert jobs.move(app, "d@1", to="warm").state == "done"
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    assert datasets.move(app, "d@1", to="cold").state == "done"
+    assert datasets.move(app, "d@1", to="warm").state == "done"
     warm = app.backend("warm")
     for rel, data in files.items():
         assert read_all(warm, f"dataset/d/1/{rel}") == data
@@ -158,8 +158,8 @@ def test_ten_thousand_files_of_4_kib_go_cold_as_a_handful_of_shards_and_one_memb
         files = {f"train/{i // 1000:02d}/{i:05d}.jpg": os.urandom(4096) for i in range(10_000)}
         for path, data in files.items():
             hot.put(f"incoming/{path}", io.BytesIO(data), size=len(data))
-        jobs.register(app, f"memory://{run}-hot/incoming/", name="many", version="1", adopt=True)
-        assert jobs.move(app, "many@1", to="cold").state == "done"
+        datasets.register(app, f"memory://{run}-hot/incoming/", name="many", version="1", adopt=True)
+        assert datasets.move(app, "many@1", to="cold").state == "done"
 
         cold_keys = [i.key for i in app.backend("cold").list("") if "/_tiering/" not in i.key]
         # 10,000 x (512-byte tar header + 4 KiB) = 43.9 MiB, in shards of at most 8 MiB: 6 objects
@@ -171,7 +171,7 @@ def test_ten_thousand_files_of_4_kib_go_cold_as_a_handful_of_shards_and_one_memb
         key, offset = cold_replicas(app)[path]
         recorders["cold"].reads.clear()
         out = io.BytesIO()
-        assert jobs.read_member(app, "many@1", path, out) == 4096
+        assert datasets.read_member(app, "many@1", path, out) == 4096
         assert out.getvalue() == files[path]
         assert recorders["cold"].reads == [(key, offset, 4096)]  # one ranged read, not the shard
     finally:
@@ -186,15 +186,15 @@ def test_a_shard_corrupted_on_write_is_caught_by_its_read_back_and_the_source_st
 
     app = open_app(packed_config(tmp_path), backend_wrapper=corrupt_cold)
     try:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-        outcome = jobs.move(app, "d@1", to="cold")
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        outcome = datasets.move(app, "d@1", to="cold")
         assert outcome.state == "failed"
         assert "checksum_mismatch" in (outcome.error or "")
         assert "of d@1" in (outcome.error or "")  # the failing member is named with its dataset
         assert [i.key for i in app.backend("cold").list("")] == []
         for rel, data in files.items():
             assert read_all(app.backend("hot"), f"dataset/d/1/{rel}") == data
-        assert jobs.resolve(app, "d").tier == "hot"
+        assert datasets.resolve(app, "d").tier == "hot"
         assert check_invariant(app).problems == []
     finally:
         app.close()
@@ -208,8 +208,8 @@ def test_a_shard_upload_that_fails_once_is_retried_to_the_same_key(tmp_path: Pat
 
     app = open_app(packed_config(tmp_path), backend_wrapper=flaky_cold)
     try:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-        assert jobs.move(app, "d@1", to="cold").state == "done"
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        assert datasets.move(app, "d@1", to="cold").state == "done"
         with app.catalog.session() as s:
             attempts = dict(s.execute(select(MoveStep.dst_key, MoveStep.attempts)).all())
         first_shard = "dataset/d/1/_shards/shard-00000.tar"
@@ -230,8 +230,8 @@ def test_a_member_corrupted_inside_its_shard_is_reported_with_the_dataset_and_pa
     app: App, tmp_path: Path
 ) -> None:
     files = make_tree(tmp_path / "src", 10, seed=5, min_size=100, max_size=30_000)
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-    assert jobs.move(app, "d@1", to="cold").state == "done"
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    assert datasets.move(app, "d@1", to="cold").state == "done"
     victim = sorted(files)[3]
     key, offset = cold_replicas(app)[victim]
     assert offset is not None
@@ -240,14 +240,14 @@ def test_a_member_corrupted_inside_its_shard_is_reported_with_the_dataset_and_pa
     raw[offset + 1] ^= 0xFF
     shard_file.write_bytes(bytes(raw))
 
-    report = jobs.verify(app, "d@1")
+    report = datasets.verify(app, "d@1")
     assert [(p.problem, p.path, p.tier) for p in report.problems] == [("checksum_mismatch", victim, "cold")]
     with pytest.raises(CorruptedCopy, match=f"member {victim} of d@1"):
-        jobs.read_member(app, "d@1", victim, io.BytesIO())
+        datasets.read_member(app, "d@1", victim, io.BytesIO())
     # the other members of the same shard still read back fine
     other = sorted(files)[4]
     out = io.BytesIO()
-    jobs.read_member(app, "d@1", other, out)
+    datasets.read_member(app, "d@1", other, out)
     assert out.getvalue() == files[other]
 
 
@@ -255,8 +255,8 @@ def test_verify_reports_shard_entries_that_would_unpack_outside_the_target_or_un
     app: App, tmp_path: Path
 ) -> None:
     files = make_tree(tmp_path / "src", 10, seed=6, min_size=100, max_size=30_000)
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-    assert jobs.move(app, "d@1", to="cold").state == "done"
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    assert datasets.move(app, "d@1", to="cold").state == "done"
     replicas = cold_replicas(app)
     escaping, renamed = sorted(files)[1], sorted(files)[2]
     key, offset = replicas[escaping]
@@ -273,7 +273,7 @@ def test_verify_reports_shard_entries_that_would_unpack_outside_the_target_or_un
     raw[-TAR_END:] = link.tobuf(format=tarfile.USTAR_FORMAT) + bytes(TAR_END)  # an extra entry before the end
     shard_file.write_bytes(bytes(raw))
 
-    report = jobs.verify(app, "d@1")
+    report = datasets.verify(app, "d@1")
     found = sorted((p.problem, p.path) for p in report.problems)
     assert found == sorted([
         ("unsafe_tar_entry", escaping), ("tar_name_mismatch", escaping), ("tar_name_mismatch", renamed),
@@ -282,14 +282,14 @@ def test_verify_reports_shard_entries_that_would_unpack_outside_the_target_or_un
     assert all(p.key == key and p.tier == "cold" for p in report.problems)
     # the members' own bytes are intact: each still reads back verified
     out = io.BytesIO()
-    jobs.read_member(app, "d@1", escaping, out)
+    datasets.read_member(app, "d@1", escaping, out)
     assert out.getvalue() == files[escaping]
 
 
 def test_verify_of_a_packed_tier_reads_each_shard_once_and_counts_every_member(app: App, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "src", 30, seed=7)
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-    assert jobs.move(app, "d@1", to="cold").state == "done"
-    report = jobs.verify(app, "d@1")
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    assert datasets.move(app, "d@1", to="cold").state == "done"
+    report = datasets.verify(app, "d@1")
     assert report.ok and report.replicas_checked == len(files)
     assert report.bytes_read == sum(len(b) for b in files.values())

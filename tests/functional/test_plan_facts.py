@@ -21,7 +21,6 @@ from sqlalchemy import Float, case, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from tiering.app import App
-from tiering.catalog.facts import gather_dataset_facts, gather_tier_facts, heat_weights
 from tiering.catalog.models import (
     AccessDaily,
     Dataset,
@@ -35,10 +34,11 @@ from tiering.catalog.models import (
 )
 from tiering.catalog.states import TRUSTED_REPLICA_STATES, UNFINISHED_JOB_STATES, ReplicaState
 from tiering.catalog.usage import count_tier_usage, fold_tier_usage, tier_usage
-from tiering.lifecycle import make_plan
-from tiering.policy.model import parse_policy
-from tiering.policy.planner import DatasetFacts, Plan, TierFacts, explain, plan_moves
-from tiering.policy.planner import Pin as PinFact
+from tiering.lifecycle.facts import gather_dataset_facts, gather_tier_facts, heat_weights
+from tiering.lifecycle.model import parse_policy
+from tiering.lifecycle.nightly import make_plan
+from tiering.lifecycle.planner import DatasetFacts, Plan, TierFacts, explain, plan_moves
+from tiering.lifecycle.planner import Pin as PinFact
 
 NOW = dt.datetime(2026, 6, 1, 3, 0, 17, 123456, tzinfo=dt.UTC)
 GiB = 2**30

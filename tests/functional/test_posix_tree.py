@@ -17,12 +17,12 @@ import pytest
 from helpers import FixedClock, make_tree, open_app, workspace_config, write_config
 from posix_tree_helpers import T0, check_tree, files_on, make_source
 
-from tiering import jobs
+from tiering import datasets
 from tiering.app import App
 from tiering.cli import main
 from tiering.errors import UsageError
 from tiering.layout import ManifestEntry, ManifestMember, build_manifest, manifest_contents, parse_manifest
-from tiering.restore import dispatch_restores, request_restore, sweep_expired
+from tiering.restore.requests import dispatch_restores, request_restore, sweep_expired
 
 PACKED_COLD = {"archive": "packed", "pack_threshold": "40KB", "shard_size": "200KB"}
 PREFIX = "dataset/d/1/"
@@ -127,15 +127,15 @@ def test_modes_times_links_and_empty_directories_survive_hot_warm_cold_packed_an
     app: App, tmp_path: Path
 ) -> None:
     want = make_source(tmp_path / "src")
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     hot, warm, cold = (tmp_path / "tiers" / t / PREFIX for t in ("hot", "warm", "cold"))
     check_tree(hot, want)
 
-    assert jobs.move(app, "d@1", to="warm").state == "done"
+    assert datasets.move(app, "d@1", to="warm").state == "done"
     check_tree(warm, want)
     assert not (tmp_path / "tiers/hot/dataset").exists()  # links and empty directories went with the files
 
-    assert jobs.move(app, "d@1", to="cold").state == "done"
+    assert datasets.move(app, "d@1", to="cold").state == "done"
     assert not (tmp_path / "tiers/warm/dataset").exists()
     assert not (cold / "latest").is_symlink()  # an archive tier holds shards, not the tree
     members, entries = manifest_contents(parse_manifest((cold / "_tiering/manifest.json").read_bytes()))
@@ -162,9 +162,9 @@ def test_modes_times_links_and_empty_directories_survive_hot_warm_cold_packed_an
     assert sweep_expired(app).removed  # the expired staged copy goes with its links and directories
     assert not (tmp_path / "tiers/hot/dataset").exists()
 
-    assert jobs.move(app, "d@1", to="warm").state == "done"
+    assert datasets.move(app, "d@1", to="warm").state == "done"
     check_tree(warm, want)
-    assert jobs.verify(app, "d@1").ok
+    assert datasets.verify(app, "d@1").ok
 
 
 def test_show_member_out_writes_the_file_with_its_recorded_mode_and_mtime(
@@ -187,9 +187,9 @@ def test_show_member_out_writes_the_file_with_its_recorded_mode_and_mtime(
 def test_a_restored_link_that_would_lead_outside_the_tier_is_refused_and_not_left_behind(
     app: App, tmp_path: Path
 ) -> None:
-    from tiering.backends.base import PosixEntry
-    from tiering.backends.file import FileBackend
     from tiering.errors import PermanentBackendError
+    from tiering.storage.base import PosixEntry
+    from tiering.storage.file import FileBackend
 
     backend = FileBackend(tmp_path / "tier")
     backend.put(PREFIX + "a.txt", io.BytesIO(b"a"))
@@ -235,4 +235,4 @@ def test_registering_a_directory_holding_only_a_link_outside_names_the_link(app:
     (tmp_path / "src").mkdir()
     (tmp_path / "src/data").symlink_to(tmp_path)
     with pytest.raises(UsageError, match="is a symbolic link to"):
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")

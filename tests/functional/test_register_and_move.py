@@ -14,10 +14,8 @@ import pytest
 from helpers import check_invariant, make_tree, open_app, read_all, workspace_config
 from sqlalchemy import select
 
-from tiering import jobs
+from tiering import datasets
 from tiering.app import App
-from tiering.backends import FaultyBackend
-from tiering.backends.base import Backend
 from tiering.catalog.models import AuditEntry, MoveJob, MoveStep, Replica
 from tiering.errors import (
     DatasetExists,
@@ -29,8 +27,10 @@ from tiering.errors import (
     TierNotFound,
     UsageError,
 )
-from tiering.hashing import xxh3_bytes
 from tiering.layout import manifest_key
+from tiering.storage import FaultyBackend
+from tiering.storage.base import Backend
+from tiering.transfer.hashing import xxh3_bytes
 
 
 @pytest.fixture(params=["file", "memory"])
@@ -46,7 +46,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 def test_register_uploads_every_file_with_its_digest_and_a_manifest(app: App, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "src", 25, seed=1)
-    result = jobs.register(app, str(tmp_path / "src"), name="imagenet-mini", version="2024-01", tier="hot")
+    result = datasets.register(app, str(tmp_path / "src"), name="imagenet-mini", version="2024-01", tier="hot")
     assert (result.members, result.bytes) == (25, sum(len(b) for b in files.values()))
     hot = app.backend("hot")
     for rel, data in files.items():
@@ -63,38 +63,38 @@ def test_registering_identical_content_again_is_a_no_op_and_different_content_is
     app: App, tmp_path: Path
 ) -> None:
     make_tree(tmp_path / "src", 5, seed=2)
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1")
-    again = jobs.register(app, str(tmp_path / "src"), name="d", version="1")
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1")
+    again = datasets.register(app, str(tmp_path / "src"), name="d", version="1")
     assert again.already_registered
     (tmp_path / "src" / "f0000.bin").write_bytes(b"changed")
     with pytest.raises(DatasetExists):
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1")
-    assert len(jobs.list_datasets(app)) == 1
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1")
+    assert len(datasets.list_datasets(app)) == 1
 
 
 @pytest.mark.parametrize("name", ["a/b", "..", "x..y", "", ".hidden", "with space"])
 def test_names_with_slashes_dots_or_spaces_are_refused(app: App, tmp_path: Path, name: str) -> None:
     make_tree(tmp_path / "src", 1)
     with pytest.raises(InvalidName):
-        jobs.register(app, str(tmp_path / "src"), name=name, version="1")
-    assert jobs.list_datasets(app) == []
+        datasets.register(app, str(tmp_path / "src"), name=name, version="1")
+    assert datasets.list_datasets(app) == []
 
 
 def test_missing_path_and_unknown_tier_change_nothing(app: App, tmp_path: Path) -> None:
     with pytest.raises(PathNotFound):
-        jobs.register(app, str(tmp_path / "nope"), name="d", version="1")
+        datasets.register(app, str(tmp_path / "nope"), name="d", version="1")
     make_tree(tmp_path / "src", 1)
     with pytest.raises(TierNotFound):
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="lukewarm")
-    assert jobs.list_datasets(app) == []
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="lukewarm")
+    assert datasets.list_datasets(app) == []
 
 
 def test_move_copies_verifies_commits_then_deletes_the_source(app: App, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "src", 30, seed=3)
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-    outcome = jobs.move(app, "d@1", to="warm")
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    outcome = datasets.move(app, "d@1", to="warm")
     assert outcome.state == "done"
-    assert jobs.resolve(app, "d@1").tier == "warm"
+    assert datasets.resolve(app, "d@1").tier == "warm"
     hot, warm = app.backend("hot"), app.backend("warm")
     assert [i.key for i in hot.list("dataset/")] == []
     for rel, data in files.items():
@@ -109,13 +109,13 @@ def test_move_copies_verifies_commits_then_deletes_the_source(app: App, tmp_path
 
 def test_move_to_the_same_tier_or_an_unknown_tier_is_refused(app: App, tmp_path: Path) -> None:
     make_tree(tmp_path / "src", 2)
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     with pytest.raises(UsageError):
-        jobs.move(app, "d", to="hot")
+        datasets.move(app, "d", to="hot")
     with pytest.raises(TierNotFound):
-        jobs.move(app, "d", to="tepid")
+        datasets.move(app, "d", to="tepid")
     with pytest.raises(DatasetNotFound):
-        jobs.move(app, "nope", to="warm")
+        datasets.move(app, "nope", to="warm")
 
 
 class _CannotCheckContent:
@@ -154,8 +154,8 @@ def test_a_destination_that_corrupts_bytes_fails_with_checksum_mismatch_and_keep
 
     app = open_app(workspace_config(tmp_path, transfer={"verify": verify}), backend_wrapper=corrupt_warm)
     try:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-        outcome = jobs.move(app, "d@1", to="warm")
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        outcome = datasets.move(app, "d@1", to="warm")
         assert outcome.state == "failed"
         assert "checksum_mismatch" in (outcome.error or "")
         with app.catalog.session() as s:
@@ -169,7 +169,7 @@ def test_a_destination_that_corrupts_bytes_fails_with_checksum_mismatch_and_keep
         assert [i.key for i in app.backend("warm").list("dataset/")] == []
         for rel, data in files.items():
             assert read_all(app.backend("hot"), f"dataset/d/1/{rel}") == data
-        assert jobs.resolve(app, "d").tier == "hot"
+        assert datasets.resolve(app, "d").tier == "hot"
         assert check_invariant(app).problems == []
         # caught by the destination's own check (no read-back) where it can make that check
         reads_back = sum(w.calls.get("open_read", 0) for w in warm_stores)
@@ -182,13 +182,13 @@ def test_a_source_changed_behind_the_catalog_fails_the_move_with_source_changed(
     make_tree(tmp_path / "src", 4, seed=5, min_size=10)
     app = open_app(workspace_config(tmp_path))
     try:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         victim = tmp_path / "tiers/hot/dataset/d/1/f0000.bin"
         victim.write_bytes(b"tampered" + victim.read_bytes()[8:])
-        outcome = jobs.move(app, "d@1", to="warm")
+        outcome = datasets.move(app, "d@1", to="warm")
         assert outcome.state == "failed"
         assert "source_changed" in (outcome.error or "")
-        assert jobs.resolve(app, "d").tier == "hot"
+        assert datasets.resolve(app, "d").tier == "hot"
         assert [i.key for i in app.backend("warm").list("dataset/")] == []
     finally:
         app.close()
@@ -196,31 +196,31 @@ def test_a_source_changed_behind_the_catalog_fails_the_move_with_source_changed(
 
 def test_verify_finds_a_corrupted_replica_and_names_it(app: App, tmp_path: Path) -> None:
     make_tree(tmp_path / "src", 5, seed=6, min_size=10)
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-    assert jobs.verify(app, "d").ok
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    assert datasets.verify(app, "d").ok
     hot = app.backend("hot")
     key = "dataset/d/1/f0002.bin"
     data = read_all(hot, key)
     import io
 
     hot.put(key, io.BytesIO(bytes([data[0] ^ 0xFF]) + data[1:]), size=len(data))
-    report = jobs.verify(app, "d")
+    report = datasets.verify(app, "d")
     assert not report.ok
     assert [(p.problem, p.path) for p in report.problems] == [("checksum_mismatch", "f0002.bin")]
 
 
 def test_a_second_move_while_one_is_unfinished_is_refused(app: App, tmp_path: Path) -> None:
-    from tiering.executor import Executor
+    from tiering.moves.executor import Executor
 
     make_tree(tmp_path / "src", 3)
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     ex = Executor(app)
     with app.catalog.session() as s:
-        ds_id = jobs.find_dataset(s, "d").id
+        ds_id = datasets.find_dataset(s, "d").id
     job = ex.create_job(ds_id, "warm")
     with pytest.raises(MoveInProgress):
         ex.create_job(ds_id, "cold")
-    outcomes = jobs.resume(app)
+    outcomes = datasets.resume(app)
     assert [(o.job_id, o.state) for o in outcomes] == [(job, "done")]
     assert check_invariant(app).problems == []
 
@@ -230,11 +230,11 @@ def test_adopt_registers_files_in_place_without_copying(tmp_path: Path) -> None:
     try:
         files = make_tree(tmp_path / "tiers/warm/models/fraud/v3", 4, seed=7)
         url = (tmp_path / "tiers/warm/models/fraud/v3").as_uri() + "/"
-        r = jobs.register(app, url, name="fraud", version="v3", kind="model", adopt=True)
+        r = datasets.register(app, url, name="fraud", version="v3", kind="model", adopt=True)
         assert (r.tier, r.members, r.adopted) == ("warm", 4, True)
-        assert jobs.resolve(app, "fraud").path.endswith("models/fraud/v3")
-        assert jobs.verify(app, "fraud").ok
-        jobs.move(app, "fraud@v3", to="hot")
+        assert datasets.resolve(app, "fraud").path.endswith("models/fraud/v3")
+        assert datasets.verify(app, "fraud").ok
+        datasets.move(app, "fraud@v3", to="hot")
         hot = app.backend("hot")
         for rel, data in files.items():
             assert read_all(hot, f"model/fraud/v3/{rel}") == data
@@ -246,10 +246,10 @@ def test_adopt_registers_files_in_place_without_copying(tmp_path: Path) -> None:
 
 def test_adopting_a_url_outside_every_tier_is_refused(app: App, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not inside any configured tier"):
-        jobs.register(app, "file:///somewhere/else/", name="x", version="1", adopt=True)
+        datasets.register(app, "file:///somewhere/else/", name="x", version="1", adopt=True)
 
 
-class ChangesFilesBeforeUpload(jobs.Progress):
+class ChangesFilesBeforeUpload(datasets.Progress):
     """Rewrites files on disk once hashing is done and the upload is about to start (when the totals are set)."""
 
     def __init__(self, changes: dict[Path, bytes]) -> None:
@@ -269,10 +269,10 @@ def test_a_small_file_is_uploaded_from_the_bytes_that_were_hashed_and_a_large_on
     src = tmp_path / "src"
     src.mkdir()
     (src / "small.bin").write_bytes(b"s" * 1000)
-    monkeypatch.setattr(jobs, "PRELOAD_FILE_MAX", 1000)  # "large" is just past it
+    monkeypatch.setattr(datasets, "PRELOAD_FILE_MAX", 1000)  # "large" is just past it
     (src / "large.bin").write_bytes(b"L" * 1001)
     # the small file is read once, so its later change is not seen: the copy is the registered content
-    result = jobs.register(app, str(src), name="d", version="1", tier="hot",
+    result = datasets.register(app, str(src), name="d", version="1", tier="hot",
                            progress=ChangesFilesBeforeUpload({src / "small.bin": b"changed"}))
     assert result.members == 2
     hot = app.backend("hot")
@@ -281,7 +281,7 @@ def test_a_small_file_is_uploaded_from_the_bytes_that_were_hashed_and_a_large_on
     assert check_invariant(app).problems == []
     # a file above the size kept in memory is read again for the upload: a change is caught, nothing is kept
     with pytest.raises(SourceChanged):
-        jobs.register(app, str(src), name="d", version="2", tier="hot",
+        datasets.register(app, str(src), name="d", version="2", tier="hot",
                       progress=ChangesFilesBeforeUpload({src / "large.bin": b"M" * 1001}))
     assert [i.key for i in hot.list("dataset/d/2/")] == []
     assert check_invariant(app).problems == []
@@ -310,11 +310,11 @@ def test_small_local_files_are_hashed_on_one_thread_unless_their_storage_keeps_i
     tmp_path: Path, wait: float,
 ) -> None:
     bodies = make_tree(tmp_path / "data", 300, max_size=5000)
-    inner, files, _entries = jobs._scan_local(tmp_path / "data")
+    inner, files, _entries = datasets._scan_local(tmp_path / "data")
     readers = []
     for _ in range(3):  # the choice is measured: a preempted first task may pick threads; one of three will not
         slow = _SlowStorage(inner, wait)
-        digests, kept = jobs._hash_all(cast(Backend, slow), files, workers=32, local=True)
+        digests, kept = datasets._hash_all(cast(Backend, slow), files, workers=32, local=True)
         assert {path: d.xxh3 for path, d in digests.items()} == {p: xxh3_bytes(b) for p, b in bodies.items()}
         assert {f.path: kept[f.key] for f in files} == bodies  # the bytes hashed are kept for the upload
         readers.append(slow.threads)
@@ -327,9 +327,9 @@ def test_small_local_files_are_hashed_on_one_thread_unless_their_storage_keeps_i
 def test_a_move_to_a_directory_tier_records_small_copies_only_after_syncing_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tiering.backends import FileBackend
-    from tiering.copier import CopyResult
-    from tiering.executor import Executor
+    from tiering.moves.executor import Executor
+    from tiering.storage import FileBackend
+    from tiering.transfer.copier import CopyResult
 
     synced: set[Path] = set()
     recorded: list[int] = []
@@ -360,11 +360,11 @@ def test_a_move_to_a_directory_tier_records_small_copies_only_after_syncing_them
         real_record(self, batch, dst_tier_id, outcome)
 
     monkeypatch.setattr(Executor, "_record_verified", record_checked)
-    monkeypatch.setattr("tiering.executor.RECORD_BATCH", 16)
+    monkeypatch.setattr("tiering.moves.executor.RECORD_BATCH", 16)
     app = open_app(workspace_config(tmp_path), backend_wrapper=keep_warm)
     files = make_tree(tmp_path / "src", 120, seed=5, max_size=4000)
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-    assert jobs.move(app, "d@1", to="warm").state == "done"
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    assert datasets.move(app, "d@1", to="warm").state == "done"
     assert sum(recorded) == len(files) and len(recorded) > 1  # several batches, each synced first
     assert warm_backends[0]._batched == {}
     for rel, data in files.items():
@@ -375,16 +375,16 @@ def test_a_move_to_a_directory_tier_records_small_copies_only_after_syncing_them
 def test_a_move_refused_for_an_unfinished_restore_says_how_a_restore_finishes_not_resume(
     app: App, tmp_path: Path
 ) -> None:
-    from tiering.executor import Executor
+    from tiering.moves.executor import Executor
 
     make_tree(tmp_path / "src", 3)
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="cold")
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="cold")
     ex = Executor(app)
     with app.catalog.session() as s:
-        ds_id = jobs.find_dataset(s, "d").id
+        ds_id = datasets.find_dataset(s, "d").id
     job = ex.create_job(ds_id, "hot", purpose="restore")
     with pytest.raises(MoveInProgress) as refused:
-        jobs.move(app, "d@1", to="warm")
+        datasets.move(app, "d@1", to="warm")
     message = str(refused.value)
     assert f"unfinished restore job {job}" in message
     assert "tiering restores --dispatch" in message

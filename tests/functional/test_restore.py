@@ -19,21 +19,21 @@ import pytest
 from helpers import FixedClock, check_invariant, make_tree, open_app, read_all, run_cli, workspace_config, write_config
 from sqlalchemy import delete, func, select
 
-from tiering import jobs
+from tiering import datasets
 from tiering.app import App
-from tiering.backends import FaultyBackend
-from tiering.backends.base import Backend, ObjectInfo, ReadStream
 from tiering.catalog.models import AuditEntry, Member, MoveJob, MoveStep, Replica, Tier
-from tiering.copier import Progress
 from tiering.errors import ArchivedObject, DatasetArchived, RestoreNotFound, UsageError
-from tiering.hashing import xxh3_bytes
-from tiering.restore import (
+from tiering.restore.requests import (
     cancel_restore,
     dispatch_restores,
     list_restores,
     request_restore,
     sweep_expired,
 )
+from tiering.storage import FaultyBackend
+from tiering.storage.base import Backend, ObjectInfo, ReadStream
+from tiering.transfer.copier import Progress
+from tiering.transfer.hashing import xxh3_bytes
 
 PACKED_COLD = {"archive": "packed", "pack_threshold": "40KB", "shard_size": "200KB"}
 
@@ -52,8 +52,8 @@ def clock() -> FixedClock:
 def archived(app: App, tmp_path: Path, name: str = "d", *, files: int = 20, seed: int = 1) -> dict[str, bytes]:
     """Register ``name@1`` on hot and move it to the packed cold tier; returns its files."""
     content = make_tree(tmp_path / f"src-{name}", files, seed=seed, max_size=60_000)
-    jobs.register(app, str(tmp_path / f"src-{name}"), name=name, version="1", tier="hot")
-    assert jobs.move(app, f"{name}@1", to="cold").state == "done"
+    datasets.register(app, str(tmp_path / f"src-{name}"), name=name, version="1", tier="hot")
+    assert datasets.move(app, f"{name}@1", to="cold").state == "done"
     return content
 
 
@@ -80,11 +80,11 @@ def test_resolving_an_archived_dataset_names_the_restore_command_then_the_restor
 ) -> None:
     archived(app, tmp_path)
     with pytest.raises(DatasetArchived, match=r"`tiering restore d@1 --to hot --days 7`") as first:
-        jobs.resolve(app, "d")
+        datasets.resolve(app, "d")
     assert first.value.exit_code == 10
     view = request_restore(app, "d@1", to="hot", days=3, priority="high")
     with pytest.raises(DatasetArchived, match=rf"a restore to hot is queued \(request {view.id}, 0% done\)"):
-        jobs.resolve(app, "d")
+        datasets.resolve(app, "d")
 
 
 def test_a_restore_stages_a_verified_copy_until_expiry_and_the_sweep_removes_it_keeping_cold(
@@ -96,7 +96,7 @@ def test_a_restore_stages_a_verified_copy_until_expiry_and_the_sweep_removes_it_
     report = dispatch_restores(app)
     assert [(g.dataset, g.state) for g in report.groups] == [("d@1", "ready")]
 
-    where = jobs.resolve(app, "d@1")
+    where = datasets.resolve(app, "d@1")
     assert (where.tier, where.path) == ("hot", str(tmp_path / "tiers/hot/dataset/d/1"))
     for rel, data in files.items():  # unpacked to the original paths, bytes identical
         assert (tmp_path / "tiers/hot/dataset/d/1" / rel).read_bytes() == data
@@ -104,12 +104,12 @@ def test_a_restore_stages_a_verified_copy_until_expiry_and_the_sweep_removes_it_
     ready = list_restores(app)[0]
     assert (ready.id, ready.state, ready.progress, ready.expires_at) == (
         view.id, "ready", 1.0, clock.now + dt.timedelta(days=7))
-    assert jobs.show(app, "d@1").dataset.tier == "cold"  # the home never moved: cold is the master
+    assert datasets.show(app, "d@1").dataset.tier == "cold"  # the home never moved: cold is the master
     assert check_invariant(app).problems == []
 
     clock.advance(days=6, hours=23)
     assert sweep_expired(app).removed == []
-    assert jobs.resolve(app, "d@1").tier == "hot"
+    assert datasets.resolve(app, "d@1").tier == "hot"
     clock.advance(hours=2)
     swept = sweep_expired(app)
     assert swept.removed == [{"dataset": "d@1", "tier": "hot", "replicas": len(files),
@@ -117,7 +117,7 @@ def test_a_restore_stages_a_verified_copy_until_expiry_and_the_sweep_removes_it_
     assert [i.key for i in app.backend("hot").list("")] == []
     assert sorted(i.key for i in app.backend("cold").list("")) == cold_before
     with pytest.raises(DatasetArchived):
-        jobs.resolve(app, "d@1")
+        datasets.resolve(app, "d@1")
     assert list_restores(app, include_finished=True)[0].state == "expired"
     assert audit_actions(app)[-2:] == ["restore", "expire"]
     assert check_invariant(app).problems == []
@@ -247,7 +247,7 @@ def test_progress_and_eta_of_a_partly_done_restore_are_visible_then_it_resumes_w
         assert running.progress == pytest.approx(running.bytes_done / total)
         assert running.eta_seconds is not None and running.eta_seconds > 0
         with pytest.raises(DatasetArchived, match=rf"request {view.id}, \d+% done, ETA"):
-            jobs.resolve(app, "d@1")
+            datasets.resolve(app, "d@1")
 
         clock.advance(seconds=30)
         assert dispatch_restores(app).groups[0].state == "ready"
@@ -341,7 +341,7 @@ def test_a_restore_with_one_corrupt_member_restores_the_others_names_it_on_one_l
         else:
             assert read_all(hot, f"dataset/d/1/{path}") == data
     with pytest.raises(DatasetArchived):
-        jobs.resolve(app, "d@1")  # not whole: the dataset still resolves only by restoring it
+        datasets.resolve(app, "d@1")  # not whole: the dataset still resolves only by restoring it
 
     # the archive copy is repaired: a new request copies only the missing member and finishes
     shard.write_bytes(good_bytes)
@@ -353,7 +353,7 @@ def test_a_restore_with_one_corrupt_member_restores_the_others_names_it_on_one_l
         copied = s.scalar(select(func.count()).select_from(MoveStep).where(
             MoveStep.job_id == job_id, MoveStep.attempts > 0))
     assert copied == 1
-    assert jobs.resolve(app, "d@1").tier == "hot"
+    assert datasets.resolve(app, "d@1").tier == "hot"
     for path, data in files.items():
         assert read_all(hot, f"dataset/d/1/{path}") == data
     assert check_invariant(app).problems == []
@@ -403,7 +403,7 @@ def test_a_glacier_tier_is_asked_once_per_object_with_the_priority_tier_and_poll
     try:
         files = archived(app, tmp_path, files=20)
         with pytest.raises(DatasetArchived, match="tiering restore d@1"):
-            jobs.read_member(app, "d@1", sorted(files)[0], io.BytesIO())
+            datasets.read_member(app, "d@1", sorted(files)[0], io.BytesIO())
         objects = {i.key for i in app.backend("cold").list("dataset/") if "/_tiering/" not in i.key}
         assert any("/_shards/" in k for k in objects) and len(objects) < len(files)
 
@@ -428,7 +428,7 @@ def test_a_glacier_tier_is_asked_once_per_object_with_the_priority_tier_and_poll
         assert len(archive["cold"].asked) == len(objects)  # a restore under way is joined, not repeated
         for rel, data in files.items():
             assert read_all(app.backend("hot"), f"dataset/d/1/{rel}") == data
-        assert jobs.resolve(app, "d@1").tier == "hot"
+        assert datasets.resolve(app, "d@1").tier == "hot"
     finally:
         app.close()
 

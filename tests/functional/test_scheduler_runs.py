@@ -10,7 +10,7 @@ import pytest
 from helpers import FixedClock, make_tree, open_app, workspace_config
 from sqlalchemy import select
 
-from tiering import jobs
+from tiering import datasets
 from tiering.app import App
 from tiering.catalog.models import PolicyRun
 from tiering.scheduler import Scheduler
@@ -36,7 +36,7 @@ def app(tmp_path: Path, clock: FixedClock) -> Iterator[App]:
     data["schedule"] = {"timezone": "UTC", "nightly": "0 2 * * *"}
     a = open_app(data, clock=clock)
     make_tree(tmp_path / "src", 3)
-    jobs.register(a, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    datasets.register(a, str(tmp_path / "src"), name="d", version="1", tier="hot")
     yield a
     a.close()
 
@@ -67,7 +67,7 @@ def test_a_manual_run_outside_the_window_does_not_take_the_nights_key_and_the_ni
     clock.now = dt.datetime(2026, 3, 11, 2, 0, tzinfo=dt.UTC)
     scheduler.nightly()
     assert runs(app)[-1] == ("nightly:2026-03-11", "done"), said
-    assert jobs.resolve(app, "d", record=False).tier == "warm"
+    assert datasets.resolve(app, "d", record=False).tier == "warm"
 
 
 def test_a_nightly_run_skipped_outside_the_window_leaves_its_key_for_the_run_inside_it(
@@ -80,11 +80,11 @@ def test_a_nightly_run_skipped_outside_the_window_leaves_its_key_for_the_run_ins
 
     scheduler.nightly()  # fired at 01:00 (a cron set before the window): nothing may move
     assert runs(app) == [(None, "skipped")]
-    assert jobs.resolve(app, "d", record=False).tier == "hot"
+    assert datasets.resolve(app, "d", record=False).tier == "hot"
 
     clock.now = dt.datetime(2026, 3, 11, 2, 30, tzinfo=dt.UTC)
     scheduler.nightly()
     assert runs(app) == [(None, "skipped"), ("nightly:2026-03-11", "done")], said
     scheduler.nightly()  # the night's run happened: a second firing does nothing
     assert len(runs(app)) == 2
-    assert jobs.resolve(app, "d", record=False).tier == "warm"
+    assert datasets.resolve(app, "d", record=False).tier == "warm"

@@ -11,12 +11,12 @@ from helpers import make_tree, read_all, workspace_config, write_config
 from sqlalchemy import select
 from test_cli import run
 
-from tiering import jobs
+from tiering import datasets
 from tiering.app import App
 from tiering.catalog.models import MoveStep, Tier
 from tiering.config import config_from_dict
 from tiering.errors import TierBackendChanged
-from tiering.executor import Executor
+from tiering.moves.executor import Executor
 
 
 def _app_with_warm_on_hots_directory(tmp_path: Path, *, through_symlink: bool) -> App:
@@ -40,8 +40,8 @@ def test_a_move_between_two_tiers_on_one_directory_keeps_every_byte_and_says_why
 ) -> None:
     files = make_tree(tmp_path / "src", 12, seed=5)
     with _app_with_warm_on_hots_directory(tmp_path, through_symlink=through_symlink) as app:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-        outcome = jobs.move(app, "d@1", to="warm")
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        outcome = datasets.move(app, "d@1", to="warm")
         assert outcome.state == "committed"
         assert outcome.error is not None and "refused to delete source" in outcome.error
         assert "hot" in outcome.error and "warm" in outcome.error
@@ -63,8 +63,8 @@ def test_a_move_between_two_tiers_on_one_directory_keeps_every_byte_and_says_why
 def test_a_move_between_two_distinct_directories_still_deletes_its_source(tmp_path: Path) -> None:
     files = make_tree(tmp_path / "src", 4, seed=6)
     with App.open(config_from_dict(workspace_config(tmp_path), source="test"), create=True) as app:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-        assert jobs.move(app, "d@1", to="warm").state == "done"
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        assert datasets.move(app, "d@1", to="warm").state == "done"
     for rel, data in files.items():
         assert not (tmp_path / "tiers" / "hot" / "dataset" / "d" / "1" / rel).exists()
         assert (tmp_path / "tiers" / "warm" / "dataset" / "d" / "1" / rel).read_bytes() == data

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from helpers import open_app, workspace_config, write_config
 
-import tiering.server
+import tiering.access.webhook
+from tiering.access.webhook import make_server
 from tiering.app import App
 from tiering.errors import ConfigError
-from tiering.server import make_server
 
 BODY = (Path(__file__).resolve().parents[1] / "data" / "access" / "s3-event-webhook.json").read_bytes()
 
@@ -33,7 +33,7 @@ def app(tmp_path: Path) -> Iterator[App]:
 
 @pytest.fixture
 def port(app: App, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
-    monkeypatch.setattr(tiering.server, "CONNECTION_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(tiering.access.webhook, "CONNECTION_TIMEOUT_SECONDS", 1.0)
     server = make_server(app, host="127.0.0.1", port=0, token="t0ken")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

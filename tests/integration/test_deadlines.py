@@ -18,7 +18,7 @@ import pytest
 from helpers import check_invariant, make_tree, open_app, run_cli, workspace_config, write_config
 from servers import SeaweedServer
 
-from tiering import jobs
+from tiering import datasets
 
 
 class StallingProxy:
@@ -127,7 +127,7 @@ def test_sigterm_stops_a_move_blocked_on_a_silent_endpoint_in_seconds_and_resume
     files = make_tree(tmp_path / "src", 12, seed=5, max_size=100_000)
     app = open_app(data)
     try:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         proxy.stalling = True
         move = subprocess.Popen([sys.executable, "-m", "tiering", "--config", str(config), "move", "d", "--to", "warm"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -143,12 +143,12 @@ def test_sigterm_stops_a_move_blocked_on_a_silent_endpoint_in_seconds_and_resume
         assert stopped_in <= 5, f"the move took {stopped_in:.1f} s to stop: {err}"
         assert move.returncode == 75, err
         assert "tiering resume" in err
-        assert jobs.resolve(app, "d", record=False).tier == "hot"
+        assert datasets.resolve(app, "d", record=False).tier == "hot"
 
         proxy.stalling = False
         resumed = run_cli(config, "resume")
         assert resumed.returncode == 0, resumed.stderr
-        assert jobs.resolve(app, "d", record=False).tier == "warm"
+        assert datasets.resolve(app, "d", record=False).tier == "warm"
         warm = seaweed2.client()  # straight from SeaweedFS, not through the proxy
         for rel, payload in files.items():
             body = warm.get_object(Bucket=warm_bucket, Key=f"nas/dataset/d/1/{rel}")["Body"].read()

@@ -19,14 +19,14 @@ from hypothesis import strategies as st
 from servers import MotoServer, SeaweedServer
 from sqlalchemy import select
 
-from tiering import jobs
-from tiering.backends import open_backend
-from tiering.backends.base import Backend
+from tiering import datasets
 from tiering.catalog.models import Dataset
 from tiering.config import config_from_dict
 from tiering.errors import InvalidName
-from tiering.hashing import xxh3_bytes
 from tiering.layout import check_member_path
+from tiering.storage import open_backend
+from tiering.storage.base import Backend
+from tiering.transfer.hashing import xxh3_bytes
 
 
 def _one_line(err: str) -> str:
@@ -67,7 +67,7 @@ def _two_registrations_at_once(tmp_path: Path, data: dict[str, Any]) -> None:
         hot = app.backend("hot")
         for rel, payload in trees[winner].items():
             assert read_all(hot, f"dataset/d/1/{rel}") == payload
-        assert jobs.verify(app, "d@1").ok
+        assert datasets.verify(app, "d@1").ok
         report = check_invariant(app)
         assert report.problems == [], report.problems
         assert report.members == len(trees[winner])
@@ -175,7 +175,7 @@ def test_a_member_name_no_s3_server_stores_faithfully_is_refused_before_any_uplo
         backend.close()
     app = open_app(workspace_config(tmp_path, tiers=tiers))
     try:
-        assert jobs.list_datasets(app) == []
+        assert datasets.list_datasets(app) == []
     finally:
         app.close()
 
@@ -206,7 +206,7 @@ def test_a_member_path_longer_than_the_catalog_holds_is_refused_before_any_uploa
     assert "longer than" in _one_line(done.stderr)
     app = open_app(data)
     try:
-        assert jobs.list_datasets(app) == []
+        assert datasets.list_datasets(app) == []
         assert list(app.backend("hot").list("")) == []
     finally:
         app.close()

@@ -18,12 +18,12 @@ from botocore.exceptions import ClientError
 from helpers import FixedClock, check_invariant, make_tree, open_app, workspace_config
 from servers import MotoServer, SeaweedServer
 
-from tiering import jobs
+from tiering import datasets
 from tiering.app import App
-from tiering.backends import FaultyBackend
-from tiering.backends.base import Backend, ReadStream
 from tiering.errors import DatasetArchived
-from tiering.restore import dispatch_restores, list_restores, request_restore, sweep_expired
+from tiering.restore.requests import dispatch_restores, list_restores, request_restore, sweep_expired
+from tiering.storage import FaultyBackend
+from tiering.storage.base import Backend, ReadStream
 
 
 class Recorder(FaultyBackend):
@@ -94,8 +94,8 @@ def test_a_packed_seaweedfs_archive_restores_to_a_second_seaweedfs_and_expires(
     files = source_tree(tmp_path)
     app: App = open_app(workspace_config(tmp_path, tiers=tiers), clock=clock, backend_wrapper=recording(recorders))
     try:
-        jobs.register(app, str(tmp_path / "src"), name="imagenet-mini", version="2024-01", tier="hot")
-        assert jobs.move(app, "imagenet-mini@2024-01", to="cold").state == "done"
+        datasets.register(app, str(tmp_path / "src"), name="imagenet-mini", version="2024-01", tier="hot")
+        assert datasets.move(app, "imagenet-mini@2024-01", to="cold").state == "done"
         cold_client = bucket.server.client()
         cold_keys = sorted(o["Key"] for o in cold_client.list_objects_v2(Bucket=bucket.name)["Contents"])
         prefix = "tape/dataset/imagenet-mini/2024-01/"
@@ -107,18 +107,18 @@ def test_a_packed_seaweedfs_archive_restores_to_a_second_seaweedfs_and_expires(
         # one member read alone from its shard with a ranged GET, verified
         recorders["cold"].reads.clear()
         out = io.BytesIO()
-        jobs.read_member(app, "imagenet-mini@2024-01", "f0002.bin", out)
+        datasets.read_member(app, "imagenet-mini@2024-01", "f0002.bin", out)
         assert out.getvalue() == files["f0002.bin"]
         [(key, offset, length)] = recorders["cold"].reads
         assert key.startswith("dataset/imagenet-mini/2024-01/_shards/") and offset > 0
         assert length == len(files["f0002.bin"])
 
         with pytest.raises(DatasetArchived, match="tiering restore imagenet-mini@2024-01"):
-            jobs.resolve(app, "imagenet-mini")
+            datasets.resolve(app, "imagenet-mini")
         request_restore(app, "imagenet-mini@2024-01", to="hot", days=7)
         assert [g.state for g in dispatch_restores(app).groups] == ["ready"]
 
-        where = jobs.resolve(app, "imagenet-mini")
+        where = datasets.resolve(app, "imagenet-mini")
         assert (where.tier, where.url) == ("hot", f"s3://{hot_bucket}/nvme/dataset/imagenet-mini/2024-01/")
         hot_client = seaweed2.client()
         for rel, payload in files.items():  # a plain S3 client reads the original paths
@@ -151,8 +151,8 @@ def test_a_glacier_archive_on_moto_is_restored_with_restore_object_then_read(
     files = source_tree(tmp_path)
     app: App = open_app(workspace_config(tmp_path, tiers=tiers), clock=clock, backend_wrapper=recording(recorders))
     try:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-        assert jobs.move(app, "d@1", to="cold").state == "done"
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        assert datasets.move(app, "d@1", to="cold").state == "done"
         client = moto_server.client()
         objects = [o["Key"] for o in client.list_objects_v2(Bucket=cold_bucket)["Contents"]
                    if "/_tiering/" not in o["Key"]]
@@ -163,7 +163,7 @@ def test_a_glacier_archive_on_moto_is_restored_with_restore_object_then_read(
             client.get_object(Bucket=cold_bucket, Key=objects[0])
         # our readers say what to do instead of failing with InvalidObjectState
         with pytest.raises(DatasetArchived, match="tiering restore d@1"):
-            jobs.read_member(app, "d@1", "f0002.bin", io.BytesIO())
+            datasets.read_member(app, "d@1", "f0002.bin", io.BytesIO())
 
         request_restore(app, "d@1", to="hot", days=3, priority="high")
         report = dispatch_restores(app, poll_seconds=0.2, max_wait_seconds=30)
@@ -175,7 +175,7 @@ def test_a_glacier_archive_on_moto_is_restored_with_restore_object_then_read(
             assert 'ongoing-request="false"' in client.head_object(Bucket=cold_bucket, Key=key)["Restore"]
         for rel, payload in files.items():
             assert (tmp_path / "hot/dataset/d/1" / rel).read_bytes() == payload
-        assert jobs.resolve(app, "d@1").tier == "hot"
+        assert datasets.resolve(app, "d@1").tier == "hot"
 
         # asking again for a restored dataset copies nothing and asks the archive nothing
         request_restore(app, "d@1", to="hot", days=5)
@@ -199,8 +199,8 @@ def test_packing_restore_and_sweep_work_the_same_on_a_postgres_catalog(tmp_path:
     files = make_tree(tmp_path / "src", 30, seed=33, max_size=60_000)
     app: App = open_app(data, clock=clock)
     try:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-        assert jobs.move(app, "d@1", to="cold").state == "done"
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        assert datasets.move(app, "d@1", to="cold").state == "done"
         assert any("/_shards/" in i.key for i in app.backend("cold").list(""))
         for days in (2, 4, 3):
             request_restore(app, "d@1", to="hot", days=days)

@@ -26,9 +26,6 @@ import pytest
 from botocore.exceptions import ClientError
 from helpers import read_all
 
-from tiering.backends import RetryingBackend, open_backend
-from tiering.backends.base import DIGEST_METADATA_KEY
-from tiering.backends.s3 import S3Backend, _delete_objects_errors
 from tiering.config import Credentials, Secret, TierConfig, TransferConfig
 from tiering.errors import (
     AccessDenied,
@@ -41,7 +38,10 @@ from tiering.errors import (
     TransientBackendError,
     Unreachable,
 )
-from tiering.hashing import xxh3_bytes
+from tiering.storage import RetryingBackend, open_backend
+from tiering.storage.base import DIGEST_METADATA_KEY
+from tiering.storage.s3 import S3Backend, _delete_objects_errors
+from tiering.transfer.hashing import xxh3_bytes
 
 pytestmark = pytest.mark.server
 
@@ -556,7 +556,7 @@ def test_reads_writes_and_deletes_with_static_keys_never_load_boto3(bucket: Any)
     script = f"""
 import io, sys
 import xxhash
-from tiering.backends.s3 import S3Backend
+from tiering.storage.s3 import S3Backend
 from tiering.config import Credentials, Secret
 from tiering.errors import DigestRefused
 b = S3Backend({bucket.name!r}, "noboto", endpoint_url={bucket.endpoint!r},

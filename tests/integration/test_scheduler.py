@@ -13,12 +13,12 @@ import pytest
 from helpers import make_tree, open_app, workspace_config, write_config
 from sqlalchemy import select, text
 
-from tiering import jobs
+from tiering import datasets
 from tiering.catalog.leader import LeaderFence
 from tiering.catalog.models import LeaderEpoch, PolicyRun
 from tiering.errors import NotLeader
-from tiering.executor import Executor
-from tiering.lifecycle import load_active_policy, nightly_cycle
+from tiering.lifecycle.nightly import load_active_policy, nightly_cycle
+from tiering.moves.executor import Executor
 
 EVERYTHING_DOWN = """
 heat_half_life_days: 7
@@ -57,7 +57,7 @@ def test_two_schedulers_on_one_postgres_catalog_run_the_night_exactly_once(
     policy.write_text(EVERYTHING_DOWN)
     app = open_app(data)
     make_tree(tmp_path / "src", 4)
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
 
     def runs() -> list[PolicyRun]:
         with app.catalog.session() as s:
@@ -73,7 +73,7 @@ def test_two_schedulers_on_one_postgres_catalog_run_the_night_exactly_once(
         assert len(leaders) == 1, logs
         standby = 1 - leaders[0]
         assert "standby" in logs[standby]
-        assert jobs.resolve(app, "d", record=False).tier == "warm"
+        assert datasets.resolve(app, "d", record=False).tier == "warm"
 
         # the leader stops cleanly; the standby takes over but the night's run key is taken
         procs[leaders[0]].send_signal(signal.SIGTERM)
@@ -120,7 +120,7 @@ def test_a_leader_whose_lock_connection_is_killed_steps_down_in_seconds_and_its_
     policy.write_text(EVERYTHING_DOWN)
     app = open_app(data)
     make_tree(tmp_path / "src", 4)
-    jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     logs = [tmp_path / f"s{i}.log" for i in range(2)]
     procs = [start_scheduler(config, policy, log, now=False) for log in logs]
     try:
@@ -147,7 +147,7 @@ def test_a_leader_whose_lock_connection_is_killed_steps_down_in_seconds_and_its_
         # whatever the deposed leader still tries under epoch 1, the catalog refuses and writes nothing
         stale = LeaderFence("scheduler", 1)
         with app.catalog.session() as s:
-            ds_id = jobs.find_dataset(s, "d").id
+            ds_id = datasets.find_dataset(s, "d").id
         with pytest.raises(NotLeader, match="epoch 1 is no longer current"):
             Executor(app).create_job(ds_id, "warm", fence=stale)
         with pytest.raises(NotLeader):
@@ -155,7 +155,7 @@ def test_a_leader_whose_lock_connection_is_killed_steps_down_in_seconds_and_its_
                           ignore_window=True)
         with app.catalog.session() as s:
             assert list(s.scalars(select(PolicyRun))) == []
-        assert jobs.resolve(app, "d", record=False).tier == "hot"
+        assert datasets.resolve(app, "d", record=False).tier == "hot"
         # the current epoch is accepted
         Executor(app).create_job(ds_id, "warm", fence=LeaderFence("scheduler", 2))
     finally:

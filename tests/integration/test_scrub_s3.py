@@ -12,8 +12,8 @@ import pytest
 from helpers import make_tree, open_app, run_cli, workspace_config, write_config
 from servers import SeaweedServer, free_ports
 
-from tiering import jobs
-from tiering.hashing import xxh3_bytes
+from tiering import datasets
+from tiering.transfer.hashing import xxh3_bytes
 
 
 def test_scrub_reports_and_fixes_an_orphan_and_an_unfinished_upload_on_seaweed(
@@ -33,8 +33,8 @@ def test_scrub_reports_and_fixes_an_orphan_and_an_unfinished_upload_on_seaweed(
     e_files = make_tree(tmp_path / "e", 4, seed=12, min_size=100)
     app = open_app(data)
     try:
-        jobs.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
-        jobs.register(app, str(tmp_path / "e"), name="e", version="1", tier="hot")
+        datasets.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
+        datasets.register(app, str(tmp_path / "e"), name="e", version="1", tier="hot")
     finally:
         app.close()
 
@@ -70,7 +70,7 @@ def test_scrub_reports_and_fixes_an_orphan_and_an_unfinished_upload_on_seaweed(
         for label, files in (("d@1", d_files), ("e@1", {p: b for p, b in e_files.items() if p != gone})):
             for path, payload in files.items():
                 out = io.BytesIO()
-                jobs.read_member(app, label, path, out)
+                datasets.read_member(app, label, path, out)
                 assert xxh3_bytes(out.getvalue()) == xxh3_bytes(payload)
         body = client.get_object(Bucket=name, Key="nvme/dataset/e/1/_tiering/manifest.json")["Body"].read()
         assert json.loads(body)["name"] == "e"
@@ -90,7 +90,7 @@ def test_verify_with_the_endpoint_down_prints_one_line_per_cause_with_a_count(
     make_tree(tmp_path / "d", 40, seed=13, max_size=2000)
     app = open_app(data)
     try:
-        jobs.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
+        datasets.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
     finally:
         app.close()
     hot["endpoint"] = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there

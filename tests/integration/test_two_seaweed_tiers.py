@@ -12,9 +12,9 @@ import pytest
 from helpers import check_invariant, make_tree, open_app, run_cli, workspace_config, write_config
 from servers import SeaweedServer
 
-from tiering import jobs
-from tiering.backends import FaultyBackend
-from tiering.backends.base import Backend
+from tiering import datasets
+from tiering.storage import FaultyBackend
+from tiering.storage.base import Backend
 
 
 def _register_and_move_round_trip(tmp_path: Path, data: dict[str, Any]) -> None:
@@ -24,19 +24,19 @@ def _register_and_move_round_trip(tmp_path: Path, data: dict[str, Any]) -> None:
     (tmp_path / "src/weights/model.bin").write_bytes(files["weights/model.bin"])
     app = open_app(data)
     try:
-        r = jobs.register(app, str(tmp_path / "src"), name="imagenet-mini", version="2024-01", tier="hot",
+        r = datasets.register(app, str(tmp_path / "src"), name="imagenet-mini", version="2024-01", tier="hot",
                           tags={"team": "vision"})
         assert r.members == len(files)
-        assert jobs.move(app, "imagenet-mini@2024-01", to="warm").state == "done"
-        where = jobs.resolve(app, "imagenet-mini")
+        assert datasets.move(app, "imagenet-mini@2024-01", to="warm").state == "done"
+        where = datasets.resolve(app, "imagenet-mini")
         assert (where.tier, where.url) == ("warm", f"s3://{data['tiers']['warm']['backend'][5:]}/dataset/imagenet-mini/2024-01/")
         assert list(app.backend("hot").list("dataset/")) == []
         for rel, payload in files.items():
             stream = app.backend("warm").open_read(f"dataset/imagenet-mini/2024-01/{rel}")
             assert stream.read() == payload
             stream.close()
-        assert jobs.move(app, "imagenet-mini", to="hot").state == "done"
-        assert jobs.verify(app, "imagenet-mini").ok
+        assert datasets.move(app, "imagenet-mini", to="hot").state == "done"
+        assert datasets.verify(app, "imagenet-mini").ok
         report = check_invariant(app)
         assert report.problems == [] and report.members == len(files)
     finally:
@@ -72,8 +72,8 @@ def test_bytes_corrupted_on_the_way_to_seaweed_are_refused_before_they_are_store
 
     app = open_app(workspace_config(tmp_path, tiers=s3_tiers), backend_wrapper=corrupt_warm)
     try:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
-        outcome = jobs.move(app, "d@1", to="warm")
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        outcome = datasets.move(app, "d@1", to="warm")
         assert outcome.state == "failed" and "checksum_mismatch" in (outcome.error or "")
         assert "nothing was stored" in (outcome.error or "")  # refused before the write, not found by a re-read
         assert sum(w.calls.get("open_read", 0) for w in warm) == 0  # nothing was read back to find it
@@ -95,13 +95,13 @@ def test_a_second_client_reads_our_bytes_and_digest_metadata(
     files = make_tree(tmp_path / "src", 3, seed=22, min_size=1)
     app = open_app(workspace_config(tmp_path, tiers=s3_tiers))
     try:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     finally:
         app.close()
     bucket, _, prefix = s3_tiers["hot"]["backend"][5:].partition("/")
     client = Minio(seaweed.endpoint.removeprefix("http://"), access_key=seaweed.access_key,
                    secret_key=seaweed.secret_key, secure=False, region="us-east-1")
-    from tiering.hashing import xxh3_bytes
+    from tiering.transfer.hashing import xxh3_bytes
 
     for rel, payload in files.items():
         obj = f"{prefix}/dataset/d/1/{rel}"
@@ -127,7 +127,7 @@ def test_kill_9_during_a_move_between_seaweed_servers_then_resume(
     (tmp_path / "src/big.bin").write_bytes(big)
     app = open_app(data)
     try:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     finally:
         app.close()
     crashed = run_cli(config, "move", "d@1", "--to", "warm", "--no-progress", crash_at=point)
@@ -136,7 +136,7 @@ def test_kill_9_during_a_move_between_seaweed_servers_then_resume(
     assert resumed.returncode == 0, resumed.stderr
     app = open_app(data)
     try:
-        assert jobs.resolve(app, "d", record=False).tier == "warm"
+        assert datasets.resolve(app, "d", record=False).tier == "warm"
         report = check_invariant(app)
         assert report.problems == [], report.problems
         stream = app.backend("warm").open_read("dataset/d/1/big.bin")
@@ -198,19 +198,19 @@ def test_modes_times_links_and_empty_directories_survive_a_move_to_seaweed_and_b
     app = open_app(workspace_config(tmp_path, tiers=tiers))
     on_disk = tmp_path / "nvme/dataset/d/1"
     try:
-        jobs.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         check_tree(on_disk, want)
-        assert jobs.move(app, "d@1", to="warm").state == "done"
+        assert datasets.move(app, "d@1", to="warm").state == "done"
         assert not (tmp_path / "nvme/dataset").exists()
-        assert jobs.move(app, "d@1", to="cold").state == "done"
+        assert datasets.move(app, "d@1", to="cold").state == "done"
         stream = app.backend("cold").open_read("dataset/d/1/_tiering/manifest.json")
         members, entries = manifest_contents(parse_manifest(stream.read()))
         stream.close()
         assert {m.path: (m.mode, m.mtime_ns) for m in members} == {
             rel: (want["modes"][rel], want["mtimes"][rel]) for rel in want["files"]}
         assert {e.path for e in entries if e.kind == "link"} == {"latest", "tools", "secret/abs-link"}
-        assert jobs.move(app, "d@1", to="hot").state == "done"
+        assert datasets.move(app, "d@1", to="hot").state == "done"
         check_tree(on_disk, want)  # the directory tier has it back as it was registered
-        assert jobs.verify(app, "d@1").ok
+        assert datasets.verify(app, "d@1").ok
     finally:
         app.close()

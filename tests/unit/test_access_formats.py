@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tiering.access_formats import (
+from tiering.access.formats import (
     FORMATS,
     MAX_MALFORMED_EXAMPLES,
     AccessEvent,

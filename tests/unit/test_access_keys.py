@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tiering.access_formats import AccessEvent, IngestStats, ObjectRead, iter_events, iter_object_reads, parse_lines
-from tiering.access_keys import DatasetPrefixError, DatasetPrefixIndex, ReadBatch, ReadCounter
+from tiering.access.formats import AccessEvent, IngestStats, ObjectRead, iter_events, iter_object_reads, parse_lines
+from tiering.access.keys import DatasetPrefixError, DatasetPrefixIndex, ReadBatch, ReadCounter
 from tiering.errors import UsageError
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "access"

@@ -12,8 +12,8 @@ import yaml
 
 from tiering.cli import main
 from tiering.config import config_from_dict, load_config, parse_size
+from tiering.config_yaml import MAX_DOCUMENT_BYTES, load_yaml
 from tiering.errors import ConfigError
-from tiering.safe_yaml import MAX_DOCUMENT_BYTES, load_yaml
 
 SECRET = "Sup3rSecretValue"
 

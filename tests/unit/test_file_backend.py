@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import read_all
 
-from tiering.backends import FileBackend
-from tiering.backends.file import BATCHED_SYNC_MAX, META_DIR, META_XATTR
+from tiering.storage import FileBackend
+from tiering.storage.file import BATCHED_SYNC_MAX, META_DIR, META_XATTR
 
 needs_xattrs = pytest.mark.skipif(not hasattr(os, "setxattr"), reason="no extended attributes on this platform")
 
@@ -132,7 +132,7 @@ def test_without_syncfs_a_batch_is_synced_file_by_file_and_directory_by_director
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsynced: list[str],
 ) -> None:
     backend = FileBackend(tmp_path / "tier")
-    monkeypatch.setattr("tiering.backends.file._syncfs", lambda: None)
+    monkeypatch.setattr("tiering.storage.file._syncfs", lambda: None)
     with backend.batched_sync("ds/") as sync:
         for key in ("ds/x/1.bin", "ds/x/2.bin", "ds/y/3.bin"):
             backend.put(key, io.BytesIO(b"12345"), size=5)

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tiering.errors import PolicyError, TierNotFound
-from tiering.policy.model import Policy, parse_policy
-from tiering.policy.planner import (
+from tiering.lifecycle.model import Policy, parse_policy
+from tiering.lifecycle.planner import (
     WATERMARK_RULE,
     DatasetFacts,
     MoveCause,

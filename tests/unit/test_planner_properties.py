@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tiering.policy.model import Policy, parse_policy
-from tiering.policy.planner import DatasetFacts, Pin, Plan, TierFacts, heat, plan_moves
+from tiering.lifecycle.model import Policy, parse_policy
+from tiering.lifecycle.planner import DatasetFacts, Pin, Plan, TierFacts, heat, plan_moves
 
 NOW = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 GiB = 2**30

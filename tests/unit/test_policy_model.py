@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tiering.errors import PolicyError
-from tiering.policy.model import Comparison, load_policy, parse_policy, parse_time_window
+from tiering.lifecycle.model import Comparison, load_policy, parse_policy, parse_time_window
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_POLICIES = sorted((REPO / "policies").rglob("*.yaml"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tiering.backends.base import IncompleteUpload, ObjectInfo
 from tiering.scrub import (
     DatasetFact,
     JobFact,
@@ -15,6 +14,7 @@ from tiering.scrub import (
     compare_uploads,
     compare_work,
 )
+from tiering.storage.base import IncompleteUpload, ObjectInfo
 
 NOW = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
 OLD = NOW - dt.timedelta(days=1)

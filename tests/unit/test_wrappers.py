@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tiering.backends import (
+from tiering.config import TierConfig, TransferConfig
+from tiering.errors import (
+    InsufficientStorage,
+    ObjectNotFound,
+    PermanentBackendError,
+    TransientBackendError,
+)
+from tiering.storage import (
     Backend,
     DryRunBackend,
     FaultyBackend,
@@ -18,15 +25,8 @@ from tiering.backends import (
     RetryingBackend,
     open_backend,
 )
-from tiering.backends.base import ObjectInfo
-from tiering.config import TierConfig, TransferConfig
-from tiering.errors import (
-    InsufficientStorage,
-    ObjectNotFound,
-    PermanentBackendError,
-    TransientBackendError,
-)
-from tiering.hashing import HashingReader, xxh3_bytes
+from tiering.storage.base import ObjectInfo
+from tiering.transfer.hashing import HashingReader, xxh3_bytes
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Leader fencing: the epoch a leader takes office with, and the check that refuses a deposed leader's work.
 
-A lock (:mod:`tiering.locks`) says who should lead; it can be lost without its holder noticing at once (its
+A lock (:mod:`tiering.catalog.locks`) says who should lead; it can be lost without its holder noticing at once (its
 connection killed, a network partition). So each leader takes office by raising the role's epoch in the
 catalog, and every piece of work it creates is written only if that epoch is still the current one, checked
 in the same transaction as the write. On PostgreSQL the check takes a share lock on the epoch row, so a new

@@ -19,9 +19,9 @@ A lease held by a process on this host that no longer exists is broken at once, 
 right after a crash does not wait for the lease to time out.
 
 On an archive destination, members below the tier's ``pack_threshold`` go into tar shard objects
-(:mod:`tiering.packing`): their steps name the shard (``dst_key``) and their offset in it (``dst_offset``),
+(:mod:`tiering.transfer.packing`): their steps name the shard (``dst_key``) and their offset in it (``dst_offset``),
 and the steps of one shard are claimed, written, verified and recorded together (see "packed steps").
-A job with ``purpose="restore"`` stops after the copy phase: :mod:`tiering.restore` commits its copies as
+A job with ``purpose="restore"`` stops after the copy phase: :mod:`tiering.restore.requests` commits its copies as
 staged ones with an expiry; the dataset's home does not move and the source is never deleted.
 """
 
@@ -47,7 +47,6 @@ from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from tiering.app import App
-from tiering.backends.base import Backend, Location, ReadStream, delete_keys
 from tiering.catalog.db import dialect_insert
 from tiering.catalog.leader import LeaderFence, check_fence
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, MoveStep, Replica, Tier
@@ -60,7 +59,6 @@ from tiering.catalog.states import (
     check_job,
 )
 from tiering.config import normalise_endpoint
-from tiering.copier import Copier, CopyItem, CopyResult, Progress, VerifyMode
 from tiering.errors import (
     BackendError,
     DatasetNotFound,
@@ -74,8 +72,10 @@ from tiering.errors import (
 )
 from tiering.faults import crash_armed, crash_point
 from tiering.layout import ManifestMember, build_manifest, dataset_prefix, manifest_key
-from tiering.packing import MemberSource, ShardLayout, layout_shard, plan_shards, write_shard
-from tiering.tree import apply_tree, load_entries, posix_entries, remove_tree
+from tiering.storage.base import Backend, Location, ReadStream, delete_keys
+from tiering.storage.tree import apply_tree, load_entries, posix_entries, remove_tree
+from tiering.transfer.copier import Copier, CopyItem, CopyResult, Progress, VerifyMode
+from tiering.transfer.packing import MemberSource, ShardLayout, layout_shard, plan_shards, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ class Executor:
         if state == JobState.RUNNING:
             state = self._copy_phase(job_id, src.name, dst.name, outcome, progress, stop)
         if purpose == "restore":
-            # a restore only stages verified copies: tiering.restore commits them with their expiry, the
+            # a restore only stages verified copies: tiering.restore.requests commits them with their expiry, the
             # dataset's home never moves and the source is never deleted
             outcome.state = state
             outcome.seconds = (self.app.now() - started).total_seconds()
@@ -448,7 +448,7 @@ class Executor:
             job = s.get_one(MoveJob, job_id)
             ds = s.get_one(Dataset, job.dataset_id)
             src_tier_id, dst_tier_id = job.src_tier_id, job.dst_tier_id
-            # a restore copies every member it can: tiering.restore stages what verified and names the rest
+            # a restore copies every member it can: tiering.restore.requests stages what verified and names the rest
             keep_going = job.purpose == "restore"
             prefix = dataset_prefix(ds.kind, ds.name, ds.version)
             attempted = s.scalar(
@@ -680,7 +680,7 @@ class Executor:
                 outcome.error = "; ".join(e or "" for e in failed_errors)
         if counts.get(StepState.FAILED):
             if self._purpose(job_id) == "restore":
-                return JobState.FAILED  # left running: tiering.restore stages what verified, then abandons it
+                return JobState.FAILED  # left running: tiering.restore.requests stages what verified, then abandons it
             self.abandon(job_id, reason=outcome.error or "step failed")
             return JobState.FAILED
         return JobState.RUNNING
@@ -691,7 +691,7 @@ class Executor:
 
     # ---------------------------------------------------------------- packed steps (archive destinations)
     #
-    # On an archive tier, members below the tier's pack_threshold share shard objects (tiering.packing).
+    # On an archive tier, members below the tier's pack_threshold share shard objects (tiering.transfer.packing).
     # Their steps carry the shard key as dst_key and the offset of their bytes as dst_offset, planned once
     # in create_job, so a retry writes the same bytes to the same key. The steps of one shard move together:
     # claimed in one transaction, written as one object, read back and checked member by member, and made
@@ -1097,7 +1097,7 @@ class Executor:
             ))
 
     def unfinished_jobs(self) -> list[int]:
-        """Unfinished move jobs; restore jobs are driven by :func:`tiering.restore.dispatch_restores`."""
+        """Unfinished move jobs; restore jobs are driven by :func:`tiering.restore.requests.dispatch_restores`."""
         with self.app.catalog.session() as s:
             return list(
                 s.scalars(

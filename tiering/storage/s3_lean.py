@@ -13,7 +13,7 @@ XML the caller writes and reads (DeleteObjects, multipart create and complete), 
 with path-style addressing and static credentials. Everything else (listing, buckets, restores, TLS
 endpoints, AWS itself) stays on botocore. This module never
 imports botocore: it raises :class:`LeanHTTPError` (an error answer) and :class:`LeanConnectionError`
-(no answer); :mod:`tiering.backends.s3` turns both into our error tree, through the same translation as
+(no answer); :mod:`tiering.storage.s3` turns both into our error tree, through the same translation as
 botocore's errors.
 
 Retries mirror botocore's "standard" mode for the statuses and failures it retries: 500, 502, 503, 504,

@@ -6,7 +6,7 @@
   tiering restores [--all] [--dispatch] [--sweep] [--json]
 
 and the ``--restore --wait`` path of ``tiering resolve`` (:func:`restore_for_resolve`). Thin: parse, call
-:mod:`tiering.restore`, print. Names from :mod:`tiering.cli` are imported inside the commands, because
+:mod:`tiering.restore.requests`, print. Names from :mod:`tiering.cli` are imported inside the commands, because
 ``tiering.cli`` imports this module while it is being built.
 """
 
@@ -20,7 +20,7 @@ import click
 from tiering.app import App
 from tiering.config import format_size
 from tiering.errors import DatasetArchived, UsageError
-from tiering.restore import (
+from tiering.restore.requests import (
     DEFAULT_DAYS,
     PENDING,
     RestoreView,

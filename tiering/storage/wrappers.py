@@ -1,6 +1,6 @@
 """Behaviour that wraps any backend: retry, fault injection, dry run.
 
-Each wrapper satisfies the :class:`~tiering.backends.base.Backend` protocol itself, exposes the inner
+Each wrapper satisfies the :class:`~tiering.storage.base.Backend` protocol itself, exposes the inner
 backend's ``url`` and keeps it as ``inner``. They stack; ``tiering.app`` is the one place that stacks them
 (e.g. ``DryRunBackend(RetryingBackend(S3Backend(...)))``). Attributes a wrapper does not define (such as
 ``S3Backend.request_restore``) are looked up on the inner backend.
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, BinaryIO, TypeVar, cast
 
-from tiering.backends.base import Backend, Location, ObjectInfo, PosixEntry, ReadStream, check_key, delete_each
 from tiering.errors import BackendError, ObjectNotFound, TransientBackendError
+from tiering.storage.base import Backend, Location, ObjectInfo, PosixEntry, ReadStream, check_key, delete_each
 
 log = logging.getLogger(__name__)
 

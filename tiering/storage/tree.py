@@ -5,7 +5,7 @@ modification time, every directory (so empty ones come back), and every symbolic
 inside the directory (as a link, never as a copy of what it points to). These are kept in the catalog
 (``members.mode``/``mtime_ns`` and ``tree_entries``), so every manifest a move or a restore writes carries
 them, even where the previous copy's manifest cannot be read (an archive tier). A directory tier gets them
-back whenever a dataset lands on it (register, move, restore): see :class:`~tiering.backends.base.PosixTree`.
+back whenever a dataset lands on it (register, move, restore): see :class:`~tiering.storage.base.PosixTree`.
 
 What a registration refuses, by name, before any byte is uploaded: a link that resolves outside the
 directory (unless links are followed on purpose), and anything that is not a regular file, a directory or
@@ -23,10 +23,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tiering.backends.base import Backend, PosixEntry, PosixTree
 from tiering.catalog.models import TreeEntry
 from tiering.errors import UsageError
 from tiering.layout import MANIFEST_DIR, ManifestEntry, check_member_path
+from tiering.storage.base import Backend, PosixEntry, PosixTree
 
 #: permission bits kept: setuid, setgid and sticky bits are not (a tier's files belong to the service)
 MODE_BITS = 0o777

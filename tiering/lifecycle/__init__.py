@@ -5,8 +5,8 @@
 ``tiering why``.
 """
 
-from tiering.policy.model import Budget, Comparison, Criteria, Policy, Rule, TierPolicy, load_policy, parse_policy
-from tiering.policy.planner import (
+from tiering.lifecycle.model import Budget, Comparison, Criteria, Policy, Rule, TierPolicy, load_policy, parse_policy
+from tiering.lifecycle.planner import (
     WATERMARK_RULE,
     DatasetFacts,
     Decision,

@@ -4,7 +4,7 @@
 
 * ``memory://NAME``: :class:`MemoryBackend` (backends with the same NAME share their objects)
 * ``file:///abs/path``: :class:`FileBackend` rooted at that directory
-* ``s3://bucket/prefix``: :class:`~tiering.backends.s3.S3Backend` wrapped in :class:`RetryingBackend`
+* ``s3://bucket/prefix``: :class:`~tiering.storage.s3.S3Backend` wrapped in :class:`RetryingBackend`
 
 boto3 is imported only when an S3 backend is built, so memory/file users do not pay for it.
 """
@@ -14,14 +14,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from tiering.backends.base import DIGEST_METADATA_KEY, Backend, Location, ObjectInfo, ReadStream, check_key
-from tiering.backends.file import FileBackend
-from tiering.backends.memory import MemoryBackend
-from tiering.backends.wrappers import DryRunBackend, FaultyBackend, RecordedWrite, RetryingBackend
 from tiering.config import TierConfig, TransferConfig
+from tiering.storage.base import DIGEST_METADATA_KEY, Backend, Location, ObjectInfo, ReadStream, check_key
+from tiering.storage.file import FileBackend
+from tiering.storage.memory import MemoryBackend
+from tiering.storage.wrappers import DryRunBackend, FaultyBackend, RecordedWrite, RetryingBackend
 
 if TYPE_CHECKING:
-    from tiering.backends.s3 import S3Backend
+    from tiering.storage.s3 import S3Backend
 
 __all__ = [
     "DIGEST_METADATA_KEY",
@@ -59,7 +59,7 @@ def open_backend(name: str, tier: TierConfig, transfer: TransferConfig) -> Backe
     if parsed.scheme == "file":
         return FileBackend(unquote(parsed.path))
     if parsed.scheme == "s3":
-        from tiering.backends.s3 import S3Backend
+        from tiering.storage.s3 import S3Backend
 
         return RetryingBackend(
             S3Backend.from_config(name, tier, transfer),
@@ -73,7 +73,7 @@ def open_backend(name: str, tier: TierConfig, transfer: TransferConfig) -> Backe
 def __getattr__(name: str) -> object:
     # S3Backend is re-exported lazily: importing boto3 costs ~0.3 s that memory/file users should not pay
     if name == "S3Backend":
-        from tiering.backends.s3 import S3Backend
+        from tiering.storage.s3 import S3Backend
 
         return S3Backend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,9 +36,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Literal
 
-from tiering.backends.base import DIGEST_METADATA_KEY, Backend, read_up_to
 from tiering.errors import CorruptedCopy, DigestRefused, SourceChanged, TieringError
-from tiering.hashing import Digests, HashingReader, hash_stream
+from tiering.storage.base import DIGEST_METADATA_KEY, Backend, read_up_to
+from tiering.transfer.hashing import Digests, HashingReader, hash_stream
 
 #: bytes of objects being copied at once (an object counts with its size, at most this much)
 DEFAULT_INFLIGHT_BYTES = 512 * 2**20

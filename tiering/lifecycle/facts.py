@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from tiering.catalog.models import AccessDaily, Dataset, MoveJob, Pin, RestoreRequest, Tier, UTCDateTime
 from tiering.catalog.states import UNFINISHED_JOB_STATES
 from tiering.catalog.usage import tier_usage
-from tiering.policy.planner import DatasetFacts, TierFacts, dataset_facts
-from tiering.policy.planner import Pin as PinFact
+from tiering.lifecycle.planner import DatasetFacts, TierFacts, dataset_facts
+from tiering.lifecycle.planner import Pin as PinFact
 
 #: reads older than this many half-lives weigh < 0.1% in the heat; they are not summed
 HEAT_HORIZON_HALF_LIVES = 10

@@ -26,15 +26,12 @@ from sqlalchemy import and_, delete, func, insert, literal_column, or_, select, 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from tiering.access import record_read
+from tiering.access.record import record_read
 from tiering.app import App
-from tiering.backends.base import Backend, Location, ReadStream, delete_keys, read_up_to
-from tiering.backends.file import FileBackend
 from tiering.catalog.db import describe_db_error
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, Replica, Tier, TreeEntry
 from tiering.catalog.states import TRUSTED_REPLICA_STATES, ReplicaState
 from tiering.catalog.usage import tier_usage as counted_tier_usage
-from tiering.copier import Copier, CopyItem, Progress
 from tiering.errors import (
     CatalogError,
     DatasetExists,
@@ -46,9 +43,7 @@ from tiering.errors import (
     TieringError,
     UsageError,
 )
-from tiering.executor import Executor, JobOutcome, lease_owner_is_dead, new_worker_id
 from tiering.faults import crash_point
-from tiering.hashing import CHUNK_SIZE, Digests, hash_stream
 from tiering.layout import (
     KEY_MAX,
     KINDS,
@@ -69,8 +64,13 @@ from tiering.layout import (
     parse_label,
     prefix_ancestors,
 )
-from tiering.packing import scan_shard
-from tiering.tree import apply_tree, posix_entries, remove_tree, scan_directory, scan_file, tree_rows
+from tiering.moves.executor import Executor, JobOutcome, lease_owner_is_dead, new_worker_id
+from tiering.storage.base import Backend, Location, ReadStream, delete_keys, read_up_to
+from tiering.storage.file import FileBackend
+from tiering.storage.tree import apply_tree, posix_entries, remove_tree, scan_directory, scan_file, tree_rows
+from tiering.transfer.copier import Copier, CopyItem, Progress
+from tiering.transfer.hashing import CHUNK_SIZE, Digests, hash_stream
+from tiering.transfer.packing import scan_shard
 
 ProgressFactory = Callable[[str, Progress], Any]
 
@@ -126,7 +126,7 @@ class _SourceFile:
 def _scan_local(
     source: Path, *, follow_links: bool = False,
 ) -> tuple[FileBackend, list[_SourceFile], list[ManifestEntry]]:
-    """The files, directories and links of a local source (see :func:`tiering.tree.scan_directory` for what
+    """The files, directories and links of a local source (see :func:`tiering.storage.tree.scan_directory` for what
     is refused)."""
     if not source.exists() and not source.is_symlink():
         raise PathNotFound(str(source))
@@ -716,7 +716,7 @@ def resolve(app: App, label: str, *, record: bool = True) -> Resolved:
     is an archive tier and that has no such copy raises :class:`~tiering.errors.DatasetArchived`, naming
     the restore command or the restore under way.
     """
-    from tiering.restore import archived_error, readable_copy
+    from tiering.restore.requests import archived_error, readable_copy
 
     with app.catalog.session() as s:
         ds = find_dataset(s, label)
@@ -782,7 +782,7 @@ class VerifyProblem:
     tier: str
     key: str
     #: missing | size_mismatch | checksum_mismatch | error; in a packed shard also unsafe_tar_entry,
-    #: tar_name_mismatch, unexpected_tar_entry (see :class:`tiering.packing.ShardProblem`)
+    #: tar_name_mismatch, unexpected_tar_entry (see :class:`tiering.transfer.packing.ShardProblem`)
     problem: str
     detail: str = ""
     #: why, in one word: the problem itself, or for ``missing`` and ``error`` the backend error's reason
@@ -1055,7 +1055,7 @@ def read_member(
     ``CorruptedCopy`` (naming the dataset and path) when the bytes do not match the catalog.
     """
     from tiering.errors import ArchivedObject, CorruptedCopy
-    from tiering.restore import archived_error
+    from tiering.restore.requests import archived_error
 
     with app.catalog.session() as s:
         ds = find_dataset(s, label)

@@ -36,9 +36,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from tiering.backends.base import Backend, ReadStream
 from tiering.errors import CorruptedCopy, SourceChanged
-from tiering.hashing import CHUNK_SIZE, Digests
+from tiering.storage.base import Backend, ReadStream
+from tiering.transfer.hashing import CHUNK_SIZE, Digests
 
 #: directory (under the dataset prefix) holding shard objects
 SHARD_DIR: Final = "_shards"

@@ -29,8 +29,8 @@ from typing import BinaryIO
 
 import xxhash
 
-from tiering.backends.base import Location, ObjectInfo, PosixEntry, ReadStream, check_key, delete_each
 from tiering.errors import BackendError, DigestRefused, InsufficientStorage, ObjectNotFound, PermanentBackendError
+from tiering.storage.base import Location, ObjectInfo, PosixEntry, ReadStream, check_key, delete_each
 
 META_DIR = ".tiering-meta"
 #: the extended attribute holding an object's metadata (JSON)

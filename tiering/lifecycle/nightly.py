@@ -21,26 +21,26 @@ from urllib.parse import urlparse
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from tiering.access import record_reads
-from tiering.access_formats import (
+from tiering.access.formats import (
     OBJECT_READ_FORMATS,
     IngestStats,
     iter_events,
     iter_object_reads,
     parse_s3_event_document,
 )
-from tiering.access_keys import DatasetPrefixIndex, ReadCounter
+from tiering.access.keys import DatasetPrefixIndex, ReadCounter
+from tiering.access.record import record_reads
 from tiering.app import App
-from tiering.catalog.facts import gather_dataset_facts, gather_tier_facts
 from tiering.catalog.leader import LeaderFence, check_fence
 from tiering.catalog.models import AuditEntry, Dataset, Pin, PolicyRun, Tier
 from tiering.catalog.usage import fold_tier_usage
+from tiering.datasets import find_dataset
 from tiering.errors import ConflictError, NotLeader, TieringError, UsageError
-from tiering.executor import Executor, JobOutcome
-from tiering.jobs import find_dataset
 from tiering.layout import dataset_prefix
-from tiering.policy.model import Policy, load_policy
-from tiering.policy.planner import Plan, check_policy_against_tiers, explain, plan_moves
+from tiering.lifecycle.facts import gather_dataset_facts, gather_tier_facts
+from tiering.lifecycle.model import Policy, load_policy
+from tiering.lifecycle.planner import Plan, check_policy_against_tiers, explain, plan_moves
+from tiering.moves.executor import Executor, JobOutcome
 
 #: events rolled up per catalog transaction during an import (a batch is applied whole or not at all)
 INGEST_BATCH_LINES = 250_000
@@ -264,7 +264,7 @@ def ingest_access(app: App, lines: Iterable[str], fmt: str) -> IngestResult:
 
     Malformed lines are counted and reported, never fatal. Reads are written once per dataset-day, in
     transactions of up to ``INGEST_BATCH_LINES`` lines: each batch is applied whole or not at all.
-    Raises :class:`~tiering.access_formats.UnknownAccessFormat` before reading a line if ``fmt`` is not a format.
+    Raises :class:`~tiering.access.formats.UnknownAccessFormat` before reading a line if ``fmt`` is not a format.
     """
     started = dt.datetime.now(dt.UTC)
     stats = IngestStats()
@@ -474,7 +474,7 @@ HEAT_BUCKETS = (0.0, 0.5, 2.0, 8.0, 32.0, float("inf"))
 
 def report(app: App, *, policy: Policy, now: dt.datetime | None = None) -> dict[str, Any]:
     """Per tier: datasets, bytes, capacity used, cost per month; a heat histogram of datasets per tier."""
-    from tiering.jobs import tier_usage
+    from tiering.datasets import tier_usage
 
     at = now or app.now()
     usage = tier_usage(app)

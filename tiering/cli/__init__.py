@@ -1,4 +1,4 @@
-"""The ``tiering`` command line: thin. Parse, call a use case in :mod:`tiering.jobs`, print.
+"""The ``tiering`` command line: thin. Parse, call a use case in :mod:`tiering.datasets`, print.
 
 Every :class:`~tiering.errors.TieringError` becomes one line on stderr and its exit code; ``--json``
 prints machine-readable output on stdout. Set ``TIERING_DEBUG=1`` to see tracebacks.
@@ -26,8 +26,8 @@ from tiering import __version__
 from tiering.app import App
 from tiering.catalog.db import describe_db_error
 from tiering.config import Config, backend_identity, find_config_path, format_size, load_config
-from tiering.copier import GIVE_UP_GRACE_SECONDS, Progress
 from tiering.errors import CatalogError, TieringError, UsageError
+from tiering.transfer.copier import GIVE_UP_GRACE_SECONDS, Progress
 
 log = logging.getLogger("tiering")
 
@@ -220,7 +220,7 @@ def tiers(c: Context, accept: tuple[str, ...], json_out: bool) -> None:
     Every command refuses to run while a tier that holds data points at another place than the catalog
     recorded; after moving the data to the new place, `tiering tiers --accept-change TIER` records it.
     """
-    from tiering.jobs import tier_usage
+    from tiering.datasets import tier_usage
 
     app = c.app(accept_changes=accept)
     for name in accept:
@@ -268,7 +268,7 @@ def register(
       tiering register ./imagenet-mini --name imagenet-mini --version 2024-01 --tier hot --tag team=vision
       tiering register s3://warm-bucket/models/fraud/v3/ --name fraud --version v3 --kind model --adopt
     """
-    from tiering.jobs import register as do_register
+    from tiering.datasets import register as do_register
 
     app = c.app()
     with progress_display(f"register {name}@{version}", _show_progress(json_out, progress)) as prog:
@@ -292,7 +292,7 @@ def register(
 @pass_ctx
 def ls_cmd(c: Context, tier: str | None, kind: str | None, name: str | None, json_out: bool) -> None:
     """List registered datasets and models with their home tier."""
-    from tiering.jobs import list_datasets
+    from tiering.datasets import list_datasets
 
     rows = list_datasets(c.app(), tier=tier, kind=kind, name=name)
     if json_out:
@@ -322,8 +322,8 @@ def show(c: Context, args: tuple[str, ...], out: str | None, member_limit: int, 
 
     For a dataset: files, bytes, home tier, replicas per tier and state, digests, move jobs and history.
     """
-    from tiering.jobs import read_member, save_member
-    from tiering.jobs import show as do_show
+    from tiering.datasets import read_member, save_member
+    from tiering.datasets import show as do_show
 
     app = c.app()
     if args[0] == "member":
@@ -389,15 +389,15 @@ def resolve(
 
     An archived dataset is readable only once restored: `--restore --wait` restores it, then resolves.
     """
+    from tiering.datasets import resolve as do_resolve
     from tiering.errors import DatasetArchived
-    from tiering.jobs import resolve as do_resolve
 
     try:
         r = do_resolve(c.app(), label, record=not no_record)
     except DatasetArchived:
         if not restore_:
             raise
-        from tiering.cli_restore import restore_for_resolve
+        from tiering.cli.restore import restore_for_resolve
 
         restore_for_resolve(c, label, to=restore_to, days=restore_days, wait=wait)
         r = do_resolve(c.app(), label, record=not no_record)
@@ -424,7 +424,7 @@ def move(c: Context, label: str, to: str, dry_run: bool, json_out: bool, progres
     Interrupted or crashed moves are finished by `tiering resume`; the source is never deleted before
     the destination is verified and the catalog committed.
     """
-    from tiering.jobs import move as do_move
+    from tiering.datasets import move as do_move
 
     app = c.app()
     stop = threading.Event()
@@ -485,7 +485,7 @@ def _interrupt_sets(stop: threading.Event) -> Iterator[None]:
 @pass_ctx
 def resume(c: Context, json_out: bool, progress: bool | None) -> None:
     """Finish every interrupted move job (after a crash, a kill or Ctrl-C)."""
-    from tiering.jobs import resume as do_resume
+    from tiering.datasets import resume as do_resume
 
     with progress_display("resume", _show_progress(json_out, progress)) as p:
         outcomes = do_resume(c.app(), progress=p)
@@ -507,7 +507,7 @@ def resume(c: Context, json_out: bool, progress: bool | None) -> None:
 @pass_ctx
 def verify(c: Context, label: str, tier: str | None, json_out: bool, progress: bool | None) -> None:
     """Re-read every copy of NAME[@VERSION] and compare size and xxh3-128 with the catalog."""
-    from tiering.jobs import verify as do_verify
+    from tiering.datasets import verify as do_verify
 
     with progress_display(f"verify {label}", _show_progress(json_out, progress)) as p:
         report = do_verify(c.app(), label, tier=tier, progress=p)
@@ -614,7 +614,7 @@ def _register_extensions() -> None:
     """Commands that live beside their use cases (policy, restore, scheduler) add themselves here."""
     import importlib
 
-    for module in ("tiering.cli_policy", "tiering.cli_restore"):
+    for module in ("tiering.cli.policy", "tiering.cli.restore"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

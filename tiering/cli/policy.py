@@ -47,8 +47,8 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
         Tier names are checked against the config's tiers unless --no-tiers is given or no config file is found.
         """
         from tiering.config import find_config_path
-        from tiering.policy.model import load_policy
-        from tiering.policy.planner import TierFacts, check_policy_against_tiers
+        from tiering.lifecycle.model import load_policy
+        from tiering.lifecycle.planner import TierFacts, check_policy_against_tiers
 
         tiers: list[TierFacts] | None = None
         if against_tiers or (against_tiers is None and find_config_path(c.config_path).is_file()):
@@ -69,7 +69,7 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     @pass_ctx
     def plan(c: Context, policy_path: str | None, at: str | None, json_out: bool) -> None:
         """Dry run: every move the policy wants now, with its rule, reason and bytes; totals per tier."""
-        from tiering.lifecycle import load_active_policy, make_plan
+        from tiering.lifecycle.nightly import load_active_policy, make_plan
 
         app = c.app()
         p = make_plan(app, policy=load_active_policy(app, policy_path), now=_parse_at(at))
@@ -101,8 +101,8 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     @pass_ctx
     def why(c: Context, label: str, policy_path: str | None, at: str | None, json_out: bool) -> None:
         """Why NAME[@VERSION] moves or stays: the rule that matched or what blocked it, and when it is next eligible."""
-        from tiering.lifecycle import load_active_policy
-        from tiering.lifecycle import why as do_why
+        from tiering.lifecycle.nightly import load_active_policy
+        from tiering.lifecycle.nightly import why as do_why
 
         app = c.app()
         text, decision = do_why(app, label, policy=load_active_policy(app, policy_path), now=_parse_at(at))
@@ -119,9 +119,9 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     @pass_ctx
     def apply(c: Context, policy_path: str | None, at: str | None, ignore_window: bool, json_out: bool) -> None:
         """Run the nightly cycle now: resume, plan, and move within the budget and window (what the scheduler runs)."""
+        from tiering.catalog.locks import exclusive
         from tiering.cli import _interrupt_sets
-        from tiering.lifecycle import load_active_policy, nightly_cycle
-        from tiering.locks import exclusive
+        from tiering.lifecycle.nightly import load_active_policy, nightly_cycle
 
         app = c.app()
         policy = load_active_policy(app, policy_path)
@@ -149,7 +149,7 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     @pass_ctx
     def pin(c: Context, label: str, tier: str, until: str, reason: str, json_out: bool) -> None:
         """Pin NAME[@VERSION] on TIER (or hotter) until a date: policies will not move it below."""
-        from tiering.lifecycle import pin as do_pin
+        from tiering.lifecycle.nightly import pin as do_pin
 
         until_at = _parse_at(until)
         assert until_at is not None
@@ -158,7 +158,7 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
             emit_json(row)
         else:
             click.echo(f"pinned {row.dataset} on {row.tier} or hotter until {row.until[:10]}")
-            from tiering.lifecycle import pin_is_above
+            from tiering.lifecycle.nightly import pin_is_above
 
             if pin_is_above(c.app(), row):
                 click.echo(f"note: {row.dataset} is on {row.current_tier} now; a pin only stops it from going lower. "
@@ -170,7 +170,7 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     @pass_ctx
     def unpin(c: Context, label: str, tier: str | None) -> None:
         """Remove the pins of NAME[@VERSION]."""
-        from tiering.lifecycle import unpin as do_unpin
+        from tiering.lifecycle.nightly import unpin as do_unpin
 
         n = do_unpin(c.app(), label, tier=tier)
         click.echo(f"removed {n} pin(s)")
@@ -180,7 +180,7 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     @pass_ctx
     def pins(c: Context, json_out: bool) -> None:
         """List pins."""
-        from tiering.lifecycle import list_pins
+        from tiering.lifecycle.nightly import list_pins
 
         rows = list_pins(c.app())
         if json_out:
@@ -195,8 +195,8 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     @pass_ctx
     def report(c: Context, policy_path: str | None, json_out: bool) -> None:
         """Per tier: datasets, bytes, capacity used, cost per month, and a heat histogram."""
-        from tiering.lifecycle import load_active_policy
-        from tiering.lifecycle import report as do_report
+        from tiering.lifecycle.nightly import load_active_policy
+        from tiering.lifecycle.nightly import report as do_report
 
         app = c.app()
         r = do_report(app, policy=load_active_policy(app, policy_path))
@@ -217,7 +217,7 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     @pass_ctx
     def runs(c: Context, limit: int, json_out: bool) -> None:
         """Recent policy runs (nightly and `apply`)."""
-        from tiering.lifecycle import policy_runs
+        from tiering.lifecycle.nightly import policy_runs
 
         rows = policy_runs(c.app(), limit=limit)
         if json_out:
@@ -242,7 +242,7 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     @pass_ctx
     def access_import(c: Context, file: str, fmt: str, json_out: bool) -> None:
         """Count the reads in FILE ('-' for stdin). HEAD, LIST, writes and errors are not reads."""
-        from tiering.lifecycle import ingest_access
+        from tiering.lifecycle.nightly import ingest_access
 
         app = c.app()
         try:
@@ -278,8 +278,8 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
 
         Every POST needs 'Authorization: Bearer <token>'; the token is never given on the command line.
         """
-        from tiering.server import NO_TOKEN_HINT
-        from tiering.server import serve as do_serve
+        from tiering.access.webhook import NO_TOKEN_HINT
+        from tiering.access.webhook import serve as do_serve
 
         if token_env:
             token = os.environ.get(token_env, "").strip() or None

@@ -1,7 +1,7 @@
 """Access recording: reads counted per dataset per UTC day, written as one upsert per dataset-day.
 
 HEAD and LIST are not reads and never reach this module. Callers aggregate first (a resolve is one read;
-an imported log is rolled up by :class:`tiering.access_keys.ReadCounter`), so the catalog sees a handful
+an imported log is rolled up by :class:`tiering.access.keys.ReadCounter`), so the catalog sees a handful
 of writes however many reads happened.
 """
 

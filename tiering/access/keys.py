@@ -3,7 +3,7 @@
 Objects live at ``<tier prefix>/<kind>/<name>/<version>/<relative path>`` (DESIGN section 4), so a
 key belongs to the dataset whose prefix it starts with. :class:`DatasetPrefixIndex` answers that in
 a few dictionary probes, however many datasets there are. :class:`ReadCounter` folds a stream of
-:class:`~tiering.access_formats.AccessEvent` into one count per (dataset, UTC day), so the catalog
+:class:`~tiering.access.formats.AccessEvent` into one count per (dataset, UTC day), so the catalog
 takes one upsert per dataset-day instead of one write per read.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Generic, TypeVar
 
-from tiering.access_formats import AccessEvent, ObjectRead
+from tiering.access.formats import AccessEvent, ObjectRead
 from tiering.errors import UsageError
 
 IdT = TypeVar("IdT", bound=Hashable)
@@ -210,7 +210,7 @@ class ReadCounter(Generic[IdT]):
     def add_object_reads(self, reads: Iterable[ObjectRead]) -> None:
         """Count every read of ``reads`` exactly as :meth:`add` counts the same reads as events.
 
-        The fast path of an import (see :func:`tiering.access_formats.iter_object_reads`): one loop,
+        The fast path of an import (see :func:`tiering.access.formats.iter_object_reads`): one loop,
         no event objects, the totals kept in locals and added to the counters when ``reads`` ends or raises.
         """
         ignore = self._ignore_principals

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from tiering.config import format_size
 from tiering.errors import PolicyError, TierNotFound
-from tiering.policy.model import Comparison, Criteria, Policy, Rule
+from tiering.lifecycle.model import Comparison, Criteria, Policy, Rule
 
 if TYPE_CHECKING:
     from _typeshed import SupportsRichComparisonT

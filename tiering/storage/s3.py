@@ -8,7 +8,7 @@ future per chunk and re-reads nothing we need; measured here it was the slower p
 body strictly in order (so a hashing wrapper sees bytes in order) and uploads parts from a small bounded pool.
 
 The hot requests (GET, HEAD, single PUT, multipart uploads and their parts, DELETE, DeleteObjects) on a
-plain-http path-style endpoint go through :mod:`tiering.backends.s3_lean` (SigV4 by hand, pooled
+plain-http path-style endpoint go through :mod:`tiering.storage.s3_lean` (SigV4 by hand, pooled
 connections, ``UNSIGNED-PAYLOAD``): botocore costs ~2 ms of GIL-holding CPU per request, which caps a
 2-core machine at a few hundred small objects per second, and ~0.2 s to load and build a client. An
 endpoint that answers the lean path with 403 gets the same request again from botocore (signed payload);
@@ -74,23 +74,6 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from tiering.backends.base import (
-    IncompleteUpload,
-    Location,
-    ObjectInfo,
-    ReadStream,
-    check_key,
-    delete_each,
-    read_up_to,
-)
-from tiering.backends.s3_lean import (
-    MAX_BACKOFF,
-    RETRY_CODES,
-    LeanConnectionError,
-    LeanHTTPError,
-    LeanS3Client,
-    StaticKeys,
-)
 from tiering.config import Credentials, TierConfig, TransferConfig
 from tiering.errors import (
     AccessDenied,
@@ -102,6 +85,23 @@ from tiering.errors import (
     PermanentBackendError,
     TransientBackendError,
     Unreachable,
+)
+from tiering.storage.base import (
+    IncompleteUpload,
+    Location,
+    ObjectInfo,
+    ReadStream,
+    check_key,
+    delete_each,
+    read_up_to,
+)
+from tiering.storage.s3_lean import (
+    MAX_BACKOFF,
+    RETRY_CODES,
+    LeanConnectionError,
+    LeanHTTPError,
+    LeanS3Client,
+    StaticKeys,
 )
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ class S3Backend:
 
     Sizes are bytes, timeouts seconds. ``retries`` counts the retries after the first attempt of a single
     request (connection errors and timeouts, 5xx, throttling); retrying a whole ``put`` is
-    :class:`~tiering.backends.wrappers.RetryingBackend`'s job. Both request paths (the lean one and botocore)
+    :class:`~tiering.storage.wrappers.RetryingBackend`'s job. Both request paths (the lean one and botocore)
     open connections within ``connect_timeout``, wait ``read_timeout`` for an answer, and give each request
     ``request_timeout`` plus ``seconds_per_mib`` per MiB of its body in all, retries included: no retry starts
     after that (on botocore's path an attempt already under way may still take its ``read_timeout``).

@@ -7,9 +7,9 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import BinaryIO
 
-from tiering.backends.base import Location, ObjectInfo, ReadStream, check_key, delete_each
 from tiering.errors import BackendError, DigestRefused, ObjectNotFound
-from tiering.hashing import xxh3_bytes
+from tiering.storage.base import Location, ObjectInfo, ReadStream, check_key, delete_each
+from tiering.transfer.hashing import xxh3_bytes
 
 
 class MemoryBackend:

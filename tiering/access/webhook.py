@@ -25,7 +25,7 @@ from typing import Any
 
 from tiering.app import App
 from tiering.errors import ConfigError, TieringError
-from tiering.lifecycle import ingest_s3_event_document, prefix_index
+from tiering.lifecycle.nightly import ingest_s3_event_document, prefix_index
 
 log = logging.getLogger(__name__)
 

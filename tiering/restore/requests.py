@@ -16,7 +16,7 @@ request for a dataset already readable on the target is ready at once and only e
 **Dispatcher** (:func:`dispatch_restores`; the scheduler runs it every ``schedule.restore_every_seconds``,
 ``tiering restore --wait`` runs it inline): groups are taken by priority (high, normal, low), then age. For
 each, a move job with ``purpose="restore"`` is written (steps ordered by source object and offset, so the
-members of one cold shard are read together) and driven by the :class:`~tiering.executor.Executor`'s copy
+members of one cold shard are read together) and driven by the :class:`~tiering.moves.executor.Executor`'s copy
 phase: claimed with leases, copied, hashed and verified. A packed member is read out of its shard with a
 ranged GET and lands at its original path. Then one transaction makes the copies **staged** replicas
 (state ``live`` on the target, ``expires_at`` set) and the requests ready. The dataset's home stays on the
@@ -64,7 +64,6 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ScalarSelect
 
 from tiering.app import App
-from tiering.backends.base import delete_keys
 from tiering.catalog.leader import LeaderFence, check_fence
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, MoveStep, Replica, RestoreRequest, Tier
 from tiering.catalog.states import (
@@ -75,7 +74,6 @@ from tiering.catalog.states import (
     StepState,
     check_job,
 )
-from tiering.copier import Progress
 from tiering.errors import (
     ConfigError,
     DatasetArchived,
@@ -86,10 +84,12 @@ from tiering.errors import (
     TieringError,
     UsageError,
 )
-from tiering.executor import Executor
 from tiering.faults import crash_point
 from tiering.layout import ManifestMember, build_manifest, dataset_prefix, manifest_key, parse_label
-from tiering.tree import apply_tree, load_entries, posix_entries, remove_tree
+from tiering.moves.executor import Executor
+from tiering.storage.base import delete_keys
+from tiering.storage.tree import apply_tree, load_entries, posix_entries, remove_tree
+from tiering.transfer.copier import Progress
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ def archived_error(s: Session, app: App, ds: Dataset, now: dt.datetime) -> Datas
 
 
 def _find_dataset(s: Session, label: str) -> Dataset:
-    from tiering.jobs import find_dataset
+    from tiering.datasets import find_dataset
 
     return find_dataset(s, label)
 

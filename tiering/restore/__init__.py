@@ -1,0 +1,1 @@
+"""Restores from the archive as jobs: requests, dispatch, the archive protocol, expiry."""

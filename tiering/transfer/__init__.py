@@ -1,0 +1,1 @@
+"""Bytes in flight: streaming xxh3-128 hashing, parallel verified copies, tar shards."""
