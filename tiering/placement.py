@@ -91,19 +91,24 @@ class Knobs:
     #: one of :data:`SCORES`
     score: str = "lrfu"
     #: a use's weight halves after this many days (lrfu); the counter in :class:`DecayedUses` must use the same
-    half_life_days: float = 3.0
+    half_life_days: float = 1.0
     #: value per byte is uses / size ** size_exponent: 1 ranks for requests served, 0 for bytes served
     size_exponent: float = 1.0
     #: a resident keeps its place unless a newcomer scores this fraction higher (noise guard)
-    hysteresis: float = 0.25
+    hysteresis: float = 0.5
     #: the copy of one GiB into a tier (and of the GiB it displaces out) costs as much as this many uses
-    move_cost_uses_per_gib: float = 0.05
+    move_cost_uses_per_gib: float = 0.02
     #: a swap must repay its copies within this many days of the newcomer's extra uses
     payback_days: float = 7.0
     #: gdsf: the inflation value grows by this much per day (stands in for the value of the last eviction)
     gdsf_aging_per_day: float = 0.5
     #: a dataset idle at least this long may go to an archive tier (if its restores would cost less than it saves)
     archive_after_idle_days: float = 60.0
+    #: the short pass moves a dataset up only with this many decayed uses: a second touch, so a one-off read
+    #: does not push out within minutes what is read again (as in 2Q and ARC)
+    entry_min_uses: float = 1.0
+    #: the same for the nightly pass (which sees a whole day, so a lower bar)
+    nightly_entry_min_uses: float = 0.0
     #: the short pass moves at most this many bytes up per run
     promotion_max_bytes: int = 2**42
     #: the short pass moves at most this many datasets up per run
@@ -315,8 +320,8 @@ def plan_placement(table: DatasetTable, tiers: Sequence[TierSpec], knobs: Knobs,
         for i in np.setdiff1d(forced, took)[:20]:
             conflicts.append(f"{table.label(int(i))}: its floor keeps it on {tier.name} or hotter, "
                              f"but {tier.name} has no room left; placed colder")
-        # a row never used has nothing to rank by: it joins a tier it is not on only through admission
-        rest = np.flatnonzero(open_rows & (np.isfinite(table.uses.last_use) | (table.tier == r)) & np.isfinite(score))
+        entering = table.uses.at(now) >= knobs.nightly_entry_min_uses
+        rest = np.flatnonzero(open_rows & (entering | (table.tier == r)) & np.isfinite(score))
         rest = rest[np.argsort(-key[rest], kind="stable")]
         took = _greedy_fit(rest, table.size, room)
         target[took] = r
@@ -399,7 +404,7 @@ def plan_promotions(
     """
     ordered = _check(tiers)
     cand = np.unique(np.asarray(candidates, dtype=np.int64))
-    cand = cand[table.tier[cand] > 0]
+    cand = cand[(table.tier[cand] > 0) & (table.uses.at(now, cand) >= knobs.entry_min_uses)]
     if table.active is not None:
         cand = cand[table.active[cand]]
     if cand.size == 0:

@@ -67,6 +67,8 @@ class SimSettings:
     session_s: float = 3600.0
     #: the short promotion pass of ours runs this often (None: nightly passes only)
     promotion_interval_s: float | None = 600.0
+    #: ours: a dataset moved up stays at least this long (the policy's minimum residency, a floor)
+    min_residency_days: float = 1.0
     #: a move up this soon after a move down is a ping-pong
     pingpong_days: float = 14.0
     #: S3 Intelligent-Tiering's idle days to infrequent access and to archive
@@ -109,9 +111,10 @@ class _Sim:
         self.active = trace.preexisting.copy()
         self.uses = DecayedUses(n, half_life_days=knobs.half_life_days, epoch=self.start)
         self.last_down = np.full(n, -np.inf)
+        self.resident_until = np.zeros(n)
         self.c = _Counters()
         self.table = DatasetTable(size=self.size, tier=self.tier, uses=self.uses, active=self.active,
-                                  ids=trace.names)
+                                  resident_until=self.resident_until, ids=trace.names)
 
     def apply(self, target: npt.NDArray[np.int8], now: float) -> None:
         changed = np.flatnonzero((target != self.tier) & self.active & (target != NO_TIER))
@@ -125,6 +128,7 @@ class _Sim:
         up = changed[moved & (new < old)]
         self.c.pingpongs += int(((now - self.last_down[up]) < self.settings.pingpong_days * DAY).sum())
         self.last_down[changed[moved & (new > old)]] = now
+        self.resident_until[changed[new < old]] = now + self.settings.min_residency_days * DAY
         self.tier[changed] = new
 
     def hot_used(self) -> int:
