@@ -181,3 +181,12 @@ def test_decayed_uses_halve_every_half_life_and_survive_a_rebase() -> None:
     uses.record([0], [500 * DAY])  # far enough to rebase the forward-decay exponent
     assert uses.at(500 * DAY)[0] == pytest.approx(1.0)
     assert uses.count[0] == 2
+
+
+def test_the_short_pass_never_moves_a_pinned_resident_out() -> None:
+    busy = [NOW - 60.0 * m for m in range(1, 30)]
+    t = table([10 * GB, 10 * GB], [0, 1], [[NOW - 2 * DAY], busy], floor=np.asarray([0, NO_FLOOR], dtype=np.int8))
+    plan = plan_promotions(t, tiers(10 * GB), Knobs(), now=NOW, candidates=[1])
+    assert plan.target.tolist() == [0, 1] and plan.moves == []
+    t.floor = np.asarray([NO_FLOOR, NO_FLOOR], dtype=np.int8)
+    assert plan_promotions(t, tiers(10 * GB), Knobs(), now=NOW, candidates=[1]).target.tolist() == [1, 0]

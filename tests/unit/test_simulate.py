@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 # the trace renderers live with the benchmark suite (bench/ is not installed): the tests read it in place
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.traces.make_traces import write_csv, write_minio_audit, write_s3_access_log  # noqa: E402
 from tiering.placement import DAY
-from tiering.simulate import SimSettings, capacity_bytes, run, simulate
+from tiering.simulate import capacity_bytes, run, simulate
 from tiering.traces import TraceError, build_trace, read_trace, trace_from_lines
 
 T0 = 1_700_006_400.0  # a midnight, UTC
