@@ -1,10 +1,10 @@
 """``python -m bench.placement [--traces DIR] [--out FILE] [--markdown FILE] [--tune] [--scores]``.
 
 Replays the trace suite of bench/traces (written by ``make_traces`` into ``--traces``, a temporary directory by
-default) through :func:`tiering.simulate.run` at 5%, 10% and 20% hot capacity, for ours and every baseline,
+default) through :func:`tiering.lifecycle.simulate.run` at 5%, 10% and 20% hot capacity, for ours and every baseline,
 and prints trace x capacity with the hot hit ratio by requests of each, the ratios ours / best online
 baseline and ours / oracle, and ours' bytes moved over that baseline's. ``--scores`` compares the candidate
-scores of :data:`tiering.placement.SCORES`; ``--tune`` searches the knobs on the tuning traces only.
+scores of :data:`tiering.lifecycle.placement.SCORES`; ``--tune`` searches the knobs on the tuning traces only.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.traces.make_traces import SUITE, write_suite
-from tiering.placement import SCORES, Knobs
-from tiering.simulate import SimSettings, capacity_bytes, run
-from tiering.traces import Trace, read_trace
+from tiering.access.traces import Trace, read_trace
+from tiering.lifecycle.placement import SCORES, Knobs
+from tiering.lifecycle.simulate import SimSettings, capacity_bytes, run
 
 CAPACITIES = ("5%", "10%", "20%")
 ONLINE = ("lru", "lfu", "s3-it-capped")

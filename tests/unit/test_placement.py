@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tiering.placement import (
+from tiering.lifecycle.placement import (
     DAY,
     NO_FLOOR,
     NO_TIER,

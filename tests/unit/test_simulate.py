@@ -10,9 +10,9 @@ import pytest
 # the trace renderers live with the benchmark suite (bench/ is not installed): the tests read it in place
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.traces.make_traces import write_csv, write_minio_audit, write_s3_access_log  # noqa: E402
-from tiering.placement import DAY
-from tiering.simulate import capacity_bytes, run, simulate
-from tiering.traces import TraceError, build_trace, read_trace, trace_from_lines
+from tiering.access.traces import TraceError, build_trace, read_trace, trace_from_lines
+from tiering.lifecycle.placement import DAY
+from tiering.lifecycle.simulate import capacity_bytes, run, simulate
 
 T0 = 1_700_006_400.0  # a midnight, UTC
 H = 3600.0

@@ -1,6 +1,6 @@
-"""Replay a :class:`~tiering.traces.Trace` through a placement policy and count what it would have served.
+"""Replay a :class:`~tiering.access.traces.Trace` through a placement policy and count what it would have served.
 
-Ours (``policy:<stem>``) runs the production functions of :mod:`tiering.placement`: :func:`plan_placement`
+Ours (``policy:<stem>``) runs the production functions of :mod:`tiering.lifecycle.placement`: :func:`plan_placement`
 at every midnight (UTC), :func:`plan_admission` for each new dataset, and, every ``promotion_interval_s``,
 :func:`plan_promotions` over the datasets read since the last short pass. The baselines make the same
 nightly decisions over the same capacities, each by its own rank, and admit a new dataset onto hot by
@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tiering.placement import (
+from tiering.access.traces import DELETE, READ, Trace
+from tiering.lifecycle.placement import (
     DAY,
     NO_TIER,
     DatasetTable,
@@ -45,7 +46,6 @@ from tiering.placement import (
     plan_placement,
     plan_promotions,
 )
-from tiering.traces import DELETE, READ, Trace
 
 BASELINES: tuple[str, ...] = ("lru", "lfu", "s3-it", "s3-it-capped", "oracle")
 HOT, WARM, COLD = 0, 1, 2

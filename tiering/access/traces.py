@@ -10,7 +10,7 @@ Formats (:data:`TRACE_FORMATS`):
     One JSON object per line with the same fields.
 ``s3-access-log``, ``minio-audit``
     Server logs. Which lines are reads, and each read's key, time and requester, come from
-    :mod:`tiering.access_formats` (the product's own definition of a read); those parsers report reads only,
+    :mod:`tiering.access.formats` (the product's own definition of a read); those parsers report reads only,
     so writes and deletes (``REST.PUT.OBJECT`` / ``PutObject``, ``REST.DELETE.OBJECT`` / ``DeleteObject``) and
     the byte counts (S3: bytes sent and object size; MinIO: ``api.tx`` / ``api.rx``) are read here.
 
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tiering.access_formats import IngestStats, iter_events
+from tiering.access.formats import IngestStats, iter_events
 from tiering.errors import UsageError
 
 TRACE_FORMATS: tuple[str, ...] = ("csv", "jsonl", "s3-access-log", "minio-audit")
