@@ -1,4 +1,25 @@
-"""DISPATCH"""
+"""The restore dispatcher: one restore job per group of requests (dataset, target tier), then its commit.
+
+**Dispatcher** (:func:`dispatch_restores`; the scheduler runs it every ``schedule.restore_every_seconds``,
+``tiering restore --wait`` runs it inline): groups are taken by priority (high, normal, low), then age. For
+each, a job with purpose ``restore`` is written (steps ordered by source object and offset, so the members
+of one cold shard are read together), the archive is asked to make its objects readable
+(:mod:`tiering.restore.thaw`), and :meth:`~tiering.moves.executor.Executor.copy_job` copies and verifies
+the members: claimed with leases, copied, hashed and verified. A packed member is read out of its shard
+with a ranged GET and lands at its original path. Then one transaction makes the copies **staged**
+replicas (state ``live`` on the target, ``expires_at`` set) and the requests ready. The dataset's home
+stays on the archive tier: the cold copy stays the master and is never deleted by a restore.
+
+**Partial restores.** A member whose archive copy does not verify does not stop the others: every member
+that verifies is staged (live on the target until the requests' expiry), the requests fail with a
+``last_error`` naming each bad member on a line of its own (dataset, path, archive object and offset,
+expected and actual digest; at most :data:`FAILED_MEMBER_LINES`), and the job ends failed. A later request
+for the same target copies only the members still missing there.
+
+**Crash safety.** Everything is resumable by dispatching again: steps already verified are not copied
+again, an interrupted copy overwrites its own deterministic key, and a request becomes ready only in the
+transaction that makes its copies live (crash point ``restore_after_copy`` lies just before it).
+"""
 
 from __future__ import annotations
 

@@ -13,34 +13,9 @@ runs one restore job per group, and every request of the group becomes ready tog
 its own expiry (``ready_at + days``); the staged copy lasts until the latest one (the later expiry wins). A
 request for a dataset already readable on the target is ready at once and only extends the expiry.
 
-**Dispatcher** (:func:`dispatch_restores`; the scheduler runs it every ``schedule.restore_every_seconds``,
-``tiering restore --wait`` runs it inline): groups are taken by priority (high, normal, low), then age. For
-each, a move job with ``purpose="restore"`` is written (steps ordered by source object and offset, so the
-members of one cold shard are read together) and driven by the :class:`~tiering.moves.executor.Executor`'s copy
-phase: claimed with leases, copied, hashed and verified. A packed member is read out of its shard with a
-ranged GET and lands at its original path. Then one transaction makes the copies **staged** replicas
-(state ``live`` on the target, ``expires_at`` set) and the requests ready. The dataset's home stays on the
-archive tier: the cold copy stays the master and is never deleted by a restore.
-
-**Partial restores.** A member whose archive copy does not verify does not stop the others: every member
-that verifies is staged (live on the target until the requests' expiry), the requests fail with a
-``last_error`` naming each bad member on a line of its own (dataset, path, archive object and offset,
-expected and actual digest; at most :data:`FAILED_MEMBER_LINES`), and the job ends failed. A later request
-for the same target copies only the members still missing there.
-
-**Glacier protocol.** When the source tier has ``archive: glacier``, each object needed (shard objects,
-not members) is first asked for with ``RestoreObject`` (retrieval tier from the priority: high=Expedited,
-normal=Standard, low=Bulk), and ``head`` is polled until it is readable (``sleep`` and clock injectable,
-bounded by ``max_wait_seconds``; a dispatch that runs out of time leaves the request running and the next
-dispatch carries on). A restore already under way is joined, not repeated.
-
-**Sweeper** (:func:`sweep_expired`): removes staged copies whose expiry has passed: replicas become
-``deleting``, objects are deleted, rows removed, requests expire, and the audit log says so. A staged copy
-is never removed when it is a member's only durable verified copy, nor on the dataset's home tier.
-
-**Crash safety.** Everything is resumable by dispatching again: steps already verified are not copied
-again, an interrupted copy overwrites its own deterministic key, and a request becomes ready only in the
-transaction that makes its copies live (crash point ``restore_after_copy`` lies just before it).
+The dispatcher that copies them is :mod:`tiering.restore.dispatch`, the archive protocol
+:mod:`tiering.restore.thaw`, the expiry of staged copies :mod:`tiering.restore.sweep`. This module files,
+cancels and lists requests and says where a dataset can be read.
 
 Times are UTC from the app's clock (or ``now=``); durations are seconds; sizes are bytes.
 """

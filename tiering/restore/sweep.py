@@ -1,4 +1,9 @@
-"""SWEEP"""
+"""Expiry of staged copies (:func:`sweep_expired`).
+
+Staged copies whose expiry has passed are removed: replicas become ``deleting``, objects are deleted, rows
+removed, requests expire, and the audit log says so. A staged copy is never removed when it is a member's
+only durable verified copy, nor on the dataset's home tier.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,11 @@
-"""THAW"""
+"""The archive protocol: asking a ``glacier`` tier to make a dataset's objects readable, and waiting.
+
+Each object needed (shard objects, not members) is asked for with ``RestoreObject`` (retrieval tier from
+the request's priority: high=Expedited, normal=Standard, low=Bulk), and ``head`` is polled until it is
+readable (``sleep`` and clock injectable, bounded by ``max_wait_seconds``; a dispatch that runs out of
+time leaves the request running and the next dispatch carries on). A restore already under way is
+joined, not repeated.
+"""
 
 from __future__ import annotations
 
