@@ -28,7 +28,8 @@ from servers import ACCESS_KEY, SECRET_KEY, Seaweed, start_seaweed  # bench/serv
 from tiering import datasets
 from tiering.app import App
 from tiering.config import config_from_dict, parse_size
-from tiering.restore.requests import dispatch_restores, request_restore
+from tiering.restore.dispatch import dispatch_restores
+from tiering.restore.requests import request_restore
 from tiering.storage import FaultyBackend
 from tiering.storage.base import Backend
 

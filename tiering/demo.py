@@ -127,7 +127,8 @@ def run_demo(workdir: str | None, *, echo: Callable[[str], None] = print) -> Non
             echo(f"    resolve now says: {exc}")
 
         say("restore it to hot for 7 days: verified, unpacked to its paths; cold stays the master")
-        from tiering.restore.requests import dispatch_restores, request_restore
+        from tiering.restore.dispatch import dispatch_restores
+        from tiering.restore.requests import request_restore
 
         request_restore(app, "imagenet-mini@2024-01", to="hot", days=7)
         for g in dispatch_restores(app).groups:

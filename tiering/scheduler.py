@@ -205,7 +205,7 @@ class Scheduler:
         if restore is None or self.term_over.is_set():
             return
         try:
-            restore.dispatch_restores(self.app, now=self.app.now(), stop=self.term_over, fence=self.fence)
+            restore.dispatch.dispatch_restores(self.app, now=self.app.now(), stop=self.term_over, fence=self.fence)
         except TieringError as exc:
             log.warning("restore dispatcher: %s", exc)
 
@@ -214,16 +214,15 @@ class Scheduler:
         if restore is None or self.term_over.is_set():
             return
         try:
-            restore.sweep_expired(self.app, now=self.app.now())
+            restore.sweep.sweep_expired(self.app, now=self.app.now())
         except TieringError as exc:
             log.warning("expiry sweeper: %s", exc)
 
 
 def _restore_module() -> Any:
     try:
-        import tiering.restore.requests as restore
+        import tiering.restore.dispatch
+        import tiering.restore.sweep
     except ModuleNotFoundError:
         return None
-    if not hasattr(restore, "dispatch_restores"):
-        return None
-    return restore
+    return tiering.restore

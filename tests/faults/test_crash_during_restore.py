@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from tiering import datasets
 from tiering.catalog.models import AuditEntry, Member, MoveJob, MoveStep
-from tiering.restore.requests import dispatch_restores, list_restores
+from tiering.restore.dispatch import dispatch_restores
+from tiering.restore.requests import list_restores
 
 PACKED_COLD = {"archive": "packed", "pack_threshold": "20KB", "shard_size": "100KB"}
 

@@ -22,7 +22,9 @@ from tiering.app import App
 from tiering.cli import main
 from tiering.errors import UsageError
 from tiering.layout import ManifestEntry, ManifestMember, build_manifest, manifest_contents, parse_manifest
-from tiering.restore.requests import dispatch_restores, request_restore, sweep_expired
+from tiering.restore.dispatch import dispatch_restores
+from tiering.restore.requests import request_restore
+from tiering.restore.sweep import sweep_expired
 
 PACKED_COLD = {"archive": "packed", "pack_threshold": "40KB", "shard_size": "200KB"}
 PREFIX = "dataset/d/1/"

@@ -23,13 +23,9 @@ from tiering import datasets
 from tiering.app import App
 from tiering.catalog.models import AuditEntry, Member, MoveJob, MoveStep, Replica, Tier
 from tiering.errors import ArchivedObject, DatasetArchived, RestoreNotFound, UsageError
-from tiering.restore.requests import (
-    cancel_restore,
-    dispatch_restores,
-    list_restores,
-    request_restore,
-    sweep_expired,
-)
+from tiering.restore.dispatch import dispatch_restores
+from tiering.restore.requests import cancel_restore, list_restores, request_restore
+from tiering.restore.sweep import sweep_expired
 from tiering.storage import FaultyBackend
 from tiering.storage.base import Backend, ObjectInfo, ReadStream
 from tiering.transfer.copier import Progress

@@ -21,7 +21,9 @@ from servers import MotoServer, SeaweedServer
 from tiering import datasets
 from tiering.app import App
 from tiering.errors import DatasetArchived
-from tiering.restore.requests import dispatch_restores, list_restores, request_restore, sweep_expired
+from tiering.restore.dispatch import dispatch_restores
+from tiering.restore.requests import list_restores, request_restore
+from tiering.restore.sweep import sweep_expired
 from tiering.storage import FaultyBackend
 from tiering.storage.base import Backend, ReadStream
 

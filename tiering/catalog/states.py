@@ -7,6 +7,13 @@ from enum import StrEnum
 from tiering.errors import IllegalTransition
 
 
+class JobPurpose(StrEnum):
+    """Why a job copies: a move changes the dataset's home; a restore stages copies that expire."""
+
+    MOVE = "move"
+    RESTORE = "restore"
+
+
 class StepState(StrEnum):
     PLANNED = "planned"
     COPYING = "copying"
@@ -17,7 +24,8 @@ class StepState(StrEnum):
 
 
 STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
-    StepState.PLANNED: frozenset({StepState.COPYING, StepState.FAILED}),
+    # PLANNED -> VERIFIED: a restore's member already staged on the target needs no copy
+    StepState.PLANNED: frozenset({StepState.COPYING, StepState.VERIFIED, StepState.FAILED}),
     # COPYING -> COPYING is a re-claim after a lost lease: the copy starts again and overwrites
     StepState.COPYING: frozenset({StepState.COPYING, StepState.VERIFIED, StepState.FAILED, StepState.PLANNED}),
     StepState.VERIFIED: frozenset({StepState.COMMITTED, StepState.FAILED}),
@@ -55,11 +63,14 @@ class ReplicaState(StrEnum):
     DELETING = "deleting"  # superseded; the object is being removed
 
 
+# A claim takes over the destination row of its member whatever copy it held, LIVE excepted (the row is
+# the place of the new attempt: its object is written again); a staged (LIVE, expiring) copy that a move
+# writes again is verified like a new one, and becomes the home copy (LIVE -> LIVE, no longer expiring).
 REPLICA_TRANSITIONS: dict[ReplicaState, frozenset[ReplicaState]] = {
-    ReplicaState.COPYING: frozenset({ReplicaState.VERIFIED, ReplicaState.DELETING}),
-    ReplicaState.VERIFIED: frozenset({ReplicaState.LIVE, ReplicaState.DELETING}),
-    ReplicaState.LIVE: frozenset({ReplicaState.DELETING}),
-    ReplicaState.DELETING: frozenset(),
+    ReplicaState.COPYING: frozenset({ReplicaState.COPYING, ReplicaState.VERIFIED, ReplicaState.DELETING}),
+    ReplicaState.VERIFIED: frozenset({ReplicaState.COPYING, ReplicaState.LIVE, ReplicaState.DELETING}),
+    ReplicaState.LIVE: frozenset({ReplicaState.VERIFIED, ReplicaState.LIVE, ReplicaState.DELETING}),
+    ReplicaState.DELETING: frozenset({ReplicaState.COPYING}),
 }
 
 TRUSTED_REPLICA_STATES = (ReplicaState.VERIFIED, ReplicaState.LIVE)

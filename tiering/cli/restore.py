@@ -20,18 +20,17 @@ import click
 from tiering.app import App
 from tiering.config import format_size
 from tiering.errors import DatasetArchived, UsageError
+from tiering.restore.dispatch import dispatch_restores, restore_and_wait
 from tiering.restore.requests import (
     DEFAULT_DAYS,
     PENDING,
     RestoreView,
     cancel_restore,
-    dispatch_restores,
     format_duration,
     list_restores,
     request_restore,
-    restore_and_wait,
-    sweep_expired,
 )
+from tiering.restore.sweep import sweep_expired
 
 #: exit code of ``restore --wait`` when the restore failed (a copy error), as ``tiering move`` does
 EXIT_FAILED = 7
