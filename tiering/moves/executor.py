@@ -72,7 +72,7 @@ from tiering.errors import (
 )
 from tiering.faults import crash_armed, crash_point
 from tiering.layout import ManifestMember, build_manifest, dataset_prefix, manifest_key
-from tiering.storage.base import Backend, Location, ReadStream, delete_keys
+from tiering.storage.base import Backend, BatchedSync, Location, ReadStream, delete_keys, find_capability
 from tiering.storage.tree import apply_tree, load_entries, posix_entries, remove_tree
 from tiering.transfer.copier import Copier, CopyItem, CopyResult, Progress, VerifyMode
 from tiering.transfer.packing import MemberSource, ShardLayout, layout_shard, plan_shards, write_shard
@@ -475,9 +475,9 @@ class Executor:
         items: _Prefetched[CopyItem] | None = None
         # a directory tier syncs small members once per recorded batch instead of once each (see FileBackend);
         # not on an archive tier, whose shards are recorded one by one as they are written
-        batched_sync = None if dst_archive else getattr(dst_backend, "batched_sync", None)
+        batched_sync = None if dst_archive else find_capability(dst_backend, BatchedSync)
         syncing = contextlib.ExitStack()
-        sync_written = syncing.enter_context(batched_sync(prefix)) if callable(batched_sync) else None
+        sync_written = syncing.enter_context(batched_sync.batched_sync(prefix)) if batched_sync is not None else None
 
         def record() -> None:
             if verified and sync_written is not None:

@@ -87,7 +87,7 @@ from tiering.errors import (
 from tiering.faults import crash_point
 from tiering.layout import ManifestMember, build_manifest, dataset_prefix, manifest_key, parse_label
 from tiering.moves.executor import Executor
-from tiering.storage.base import delete_keys
+from tiering.storage.base import Archive, delete_keys, find_capability
 from tiering.storage.tree import apply_tree, load_entries, posix_entries, remove_tree
 from tiering.transfer.copier import Progress
 
@@ -881,17 +881,18 @@ def _thaw_archive(
             .distinct().order_by(Replica.key)
         ))
     backend = app.backend(source)
-    ask: Callable[..., None] | None = getattr(backend, "request_restore", None)
+    archive = find_capability(backend, Archive)
     waiting: list[str] = []
     for key in keys:
         info = backend.head(key)
         if not info.archived:
             continue
         if not info.restore_in_progress:
-            if ask is None:
+            if archive is None:
                 raise ConfigError(f"tier {source!r} has archive: glacier but its backend cannot restore objects")
             try:
-                ask(key, days=GLACIER_RESTORE_DAYS, retrieval_tier=RETRIEVAL_TIERS.get(priority, "Standard"))
+                archive.request_restore(key, days=GLACIER_RESTORE_DAYS,
+                                        retrieval_tier=RETRIEVAL_TIERS.get(priority, "Standard"))
             except PermanentBackendError:
                 # InvalidObjectState: it left the archive class meanwhile and reads as it is
                 if backend.head(key).archived:
