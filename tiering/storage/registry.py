@@ -36,7 +36,9 @@ def unregister_scheme(scheme: str) -> None:
 
 
 def registered_schemes() -> list[str]:
-    """The schemes ``open_backend`` knows, sorted."""
+    """The schemes ``open_backend`` knows, sorted (the built-in kinds included)."""
+    import tiering.storage  # noqa: F401  (its import registers the built-in kinds)
+
     return sorted(_FACTORIES)
 
 
