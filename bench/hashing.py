@@ -41,7 +41,7 @@ def _hash_ceiling(data: bytes, reps: int) -> dict[str, float]:
 
 def run_hashing(env: Env, size_name: str, nbytes: int | None, reps: int) -> dict[str, Any]:
     from tiering.config import Credentials, Secret, TransferConfig
-    from tiering.storage.s3 import S3Backend
+    from tiering.storage.s3.backend import S3Backend
     from tiering.transfer.copier import Copier, CopyItem
 
     size = nbytes or HASH_BYTES[size_name]

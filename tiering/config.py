@@ -289,8 +289,12 @@ class TierConfig(_Strict):
         _refuse_userinfo(v, "a backend URL")
         shown = redact_userinfo(v)
         scheme = urlparse(v).scheme
-        if scheme not in ("s3", "file", "memory"):
-            raise ValueError(f"expected a URL starting with s3://, file:// or memory://, got {shown!r}")
+        # imported here: the storage package imports this module (a backend kind's factory reads TierConfig)
+        from tiering.storage import registry
+
+        if scheme not in registry.registered_schemes():
+            known = ", ".join(f"{s}://" for s in registry.registered_schemes())
+            raise ValueError(f"expected a URL starting with one of {known}, got {shown!r}")
         if scheme == "s3" and not urlparse(v).netloc:
             raise ValueError(f"an s3:// URL needs a bucket: {shown!r}")
         if scheme == "file" and (urlparse(v).netloc not in ("", "localhost") or not urlparse(v).path.startswith("/")):

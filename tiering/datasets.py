@@ -65,7 +65,7 @@ from tiering.layout import (
     prefix_ancestors,
 )
 from tiering.moves.executor import Executor, JobOutcome, lease_owner_is_dead, new_worker_id
-from tiering.storage.base import Backend, Location, ReadStream, delete_keys, read_up_to
+from tiering.storage.base import Backend, Location, ObjectInfo, ReadStream, delete_keys, read_up_to
 from tiering.storage.file import FileBackend
 from tiering.storage.tree import apply_tree, posix_entries, remove_tree, scan_directory, scan_file, tree_rows
 from tiering.transfer.copier import Copier, CopyItem, Progress
@@ -156,7 +156,8 @@ PRELOAD_BYTES = 256 * 1024 * 1024
 
 class _Preloaded:
     """A registration's local source that hands out the bytes the hashing pass kept, once each; anything
-    else (a file not kept, a second read, a range) is read from ``inner``."""
+    else (a file not kept, a second read, a range) is read from ``inner``. The copier only reads through it;
+    anything else is asked of ``inner`` (``unwrap``)."""
 
     def __init__(self, inner: Backend, kept: dict[str, bytes]) -> None:
         self._inner = inner
@@ -169,8 +170,11 @@ class _Preloaded:
             return self._inner.open_read(key, offset=offset, length=length)
         return io.BytesIO(data if length is None else data[:length])
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
+    def head(self, key: str) -> ObjectInfo:
+        return self._inner.head(key)
+
+    def unwrap(self) -> Backend:
+        return self._inner
 
 
 #: a hashing task reads files until it holds this many, or HASH_TASK_BYTES (one future per small file

@@ -50,7 +50,7 @@ from tiering.catalog.models import Dataset, Member, MoveJob, MoveStep, Replica, 
 from tiering.catalog.states import TRUSTED_REPLICA_STATES, UNFINISHED_JOB_STATES, StepState
 from tiering.errors import ObjectNotFound, TieringError, UsageError
 from tiering.layout import KINDS, MANIFEST_DIR, MANIFEST_NAME, dataset_prefix
-from tiering.storage.base import IncompleteUpload, ListsIncompleteUploads, ObjectInfo, delete_keys
+from tiering.storage.base import IncompleteUpload, ListsIncompleteUploads, ObjectInfo, delete_keys, find_capability
 from tiering.transfer.copier import Progress
 from tiering.transfer.hashing import hash_stream
 
@@ -392,9 +392,10 @@ def _scrub_tier(
     say(f"scrub: {name}: {len(objects)} objects, {len(facts.replicas)} replicas")
     findings = compare_objects(facts, objects.values(), now=now, older_than=older_than)
     uploads: list[IncompleteUpload] = []
-    if isinstance(backend, ListsIncompleteUploads):
+    lister = find_capability(backend, ListsIncompleteUploads)
+    if lister is not None:
         for prefix in scanned:
-            uploads.extend(backend.list_incomplete(prefix))
+            uploads.extend(lister.list_incomplete(prefix))
         report.uploads_listed += len(uploads)
         findings.extend(compare_uploads(facts, uploads, now=now, older_than=older_than))
     report.replicas_checked += sum(1 for r in facts.replicas if r.trusted)
@@ -535,14 +536,15 @@ def _apply_fixes(app: App, name: str, findings: list[Finding], *, now: dt.dateti
             f.kept = f"delete failed: {failed[f.key]}"
         else:
             f.fixed = True
-    if not isinstance(backend, ListsIncompleteUploads):
+    lister = find_capability(backend, ListsIncompleteUploads)
+    if lister is None:
         return
     for f in uploads:
         if f.key in fresh.live_step_keys:
             f.fixable, f.kept = False, "a step with a live lease is writing it"
             continue
         try:
-            backend.abort_upload(f.key, f.upload_id)
+            lister.abort_upload(f.key, f.upload_id)
             f.fixed = True
         except TieringError as exc:
             f.kept = f"abort failed: {exc}"

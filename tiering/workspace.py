@@ -47,13 +47,13 @@ def init_workspace(path: Path, *, catalog: str | None = None, tiers_dir: str | N
     for name, tier in config.tiers.items():
         if tier.scheme == "file":
             Path(tier.backend[len("file://"):]).mkdir(parents=True, exist_ok=True)
-        elif tier.scheme == "s3":
-            from tiering.storage import open_backend
+        else:  # a kind whose objects live in a bucket (S3) makes it here
+            from tiering.storage import Buckets, find_capability, open_backend
 
             backend = open_backend(name, tier, config.transfer)
-            ensure = getattr(backend, "ensure_bucket", None)
-            if ensure is not None:
-                ensure()
+            buckets = find_capability(backend, Buckets)
+            if buckets is not None:
+                buckets.ensure_bucket()
             backend.close()
     engine = create_catalog_engine(config.catalog_url())
     migrate(engine)

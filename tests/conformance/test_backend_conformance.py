@@ -54,7 +54,7 @@ def _file(**options: Any) -> Callable[[Path, pytest.FixtureRequest], Subject]:
 
 def _s3(**options: Any) -> Callable[[Path, pytest.FixtureRequest], Subject]:
     def make(tmp_path: Path, request: pytest.FixtureRequest) -> Subject:
-        from tiering.storage.s3 import S3Backend
+        from tiering.storage.s3.backend import S3Backend
 
         server = request.getfixturevalue("seaweed")
         bucket = request.getfixturevalue("conformance_bucket")

@@ -40,7 +40,8 @@ from tiering.errors import (
 )
 from tiering.storage import RetryingBackend, open_backend
 from tiering.storage.base import DIGEST_METADATA_KEY
-from tiering.storage.s3 import S3Backend, _delete_objects_errors
+from tiering.storage.s3.backend import S3Backend
+from tiering.storage.s3.wire import delete_objects_errors as _delete_objects_errors
 from tiering.transfer.hashing import xxh3_bytes
 
 pytestmark = pytest.mark.server
@@ -556,7 +557,7 @@ def test_reads_writes_and_deletes_with_static_keys_never_load_boto3(bucket: Any)
     script = f"""
 import io, sys
 import xxhash
-from tiering.storage.s3 import S3Backend
+from tiering.storage.s3.backend import S3Backend
 from tiering.config import Credentials, Secret
 from tiering.errors import DigestRefused
 b = S3Backend({bucket.name!r}, "noboto", endpoint_url={bucket.endpoint!r},

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tiering.storage.s3_lean import LeanHTTPError, LeanS3Client, StaticKeys
+from tiering.storage.s3.lean import LeanHTTPError, LeanS3Client, StaticKeys
 
 
 class Scripted:
@@ -165,7 +165,7 @@ def test_a_multipart_upload_is_started_completed_and_aborted_on_the_lean_path(sc
     whitespace, and an error document sent with status 200, after which the upload is aborted."""
     from tiering.config import Credentials, Secret
     from tiering.errors import TransientBackendError
-    from tiering.storage.s3 import S3Backend
+    from tiering.storage.s3.backend import S3Backend
 
     ns = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
     started = (f'<?xml version="1.0" encoding="UTF-8"?>\n<InitiateMultipartUploadResult {ns}><Bucket>b</Bucket>'

@@ -25,7 +25,8 @@ from tiering.storage import (
     RetryingBackend,
     open_backend,
 )
-from tiering.storage.base import ObjectInfo
+from tiering.storage.base import Archive as ArchiveAbility
+from tiering.storage.base import BatchedSync, ObjectInfo, find_capability
 from tiering.transfer.hashing import HashingReader, xxh3_bytes
 
 
@@ -244,7 +245,9 @@ def test_list_resumes_after_the_last_key_without_repeating_any() -> None:
     assert len(sleeps) == 1
 
 
-def test_attributes_the_wrapper_lacks_come_from_the_inner_backend(memory: MemoryBackend) -> None:
+def test_abilities_the_wrappers_lack_are_found_by_unwrapping_not_forwarded(
+    memory: MemoryBackend, tmp_path: Path
+) -> None:
     class Archive(MemoryBackend):
         restores: list[tuple[str, int]] = []
 
@@ -255,7 +258,12 @@ def test_attributes_the_wrapper_lacks_come_from_the_inner_backend(memory: Memory
     wrapped = retrying(FaultyBackend(inner))
     wrapped.request_restore("k", days=3)
     assert inner.restores == [("k", 3)]
-    assert wrapped.forget_all == inner.forget_all
+    assert not hasattr(wrapped, "forget_all")  # no attribute forwarding
+    # an ability the outer wrapper has is used there (retried); one it lacks is found on the inner backend
+    assert find_capability(wrapped, ArchiveAbility) is wrapped
+    directory = FileBackend(tmp_path)
+    assert find_capability(retrying(FaultyBackend(directory)), BatchedSync) is directory
+    assert find_capability(retrying(FaultyBackend(memory)), BatchedSync) is None
 
 
 # -- FaultyBackend -------------------------------------------------------------------------------

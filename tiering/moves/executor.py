@@ -42,7 +42,7 @@ from tiering.faults import crash_armed, crash_point
 from tiering.moves import finish, plan
 from tiering.moves.outcome import JobOutcome as JobOutcome
 from tiering.moves.shards import copy_shards
-from tiering.storage.base import Backend, ReadStream
+from tiering.storage.base import Backend, BatchedSync, ObjectInfo, ReadStream, find_capability
 from tiering.transfer.copier import Copier, CopyItem, CopyResult, Progress
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,11 @@ class _CrashingSource:
         info_size = length if length is not None else self._inner.head(key).size
         return _CrashingReader(self._inner.open_read(key, offset=offset, length=length), info_size)
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
+    def head(self, key: str) -> ObjectInfo:
+        return self._inner.head(key)
+
+    def unwrap(self) -> Backend:
+        return self._inner
 
 
 class Executor:
@@ -270,9 +273,10 @@ class Executor:
         items: _Prefetched[CopyItem] | None = None
         # a directory tier syncs small members once per recorded batch instead of once each (see FileBackend);
         # not on an archive tier, whose shards are recorded one by one as they are written
-        batched_sync = None if dst_archive else getattr(dst_backend, "batched_sync", None)
+        batched_sync = None if dst_archive else find_capability(dst_backend, BatchedSync)
         syncing = contextlib.ExitStack()
-        sync_written = syncing.enter_context(batched_sync(head.prefix)) if callable(batched_sync) else None
+        sync_written = (syncing.enter_context(batched_sync.batched_sync(head.prefix))
+                        if batched_sync is not None else None)
 
         def record() -> None:
             if verified and sync_written is not None:

@@ -10,7 +10,6 @@ joined, not repeated.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Final
 
 from sqlalchemy import select
@@ -28,6 +27,7 @@ from tiering.restore.requests import (
     Monotonic,
     Sleep,
 )
+from tiering.storage.base import Archive, find_capability
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +62,18 @@ def thaw_archive(
             .distinct().order_by(Replica.key)
         ))
     backend = app.backend(source)
-    ask: Callable[..., None] | None = getattr(backend, "request_restore", None)
+    archive = find_capability(backend, Archive)
     waiting: list[str] = []
     for key in keys:
         info = backend.head(key)
         if not info.archived:
             continue
         if not info.restore_in_progress:
-            if ask is None:
+            if archive is None:
                 raise ConfigError(f"tier {source!r} has archive: glacier but its backend cannot restore objects")
             try:
-                ask(key, days=GLACIER_RESTORE_DAYS, retrieval_tier=RETRIEVAL_TIERS.get(priority, "Standard"))
+                archive.request_restore(key, days=GLACIER_RESTORE_DAYS,
+                                        retrieval_tier=RETRIEVAL_TIERS.get(priority, "Standard"))
             except PermanentBackendError:
                 # InvalidObjectState: it left the archive class meanwhile and reads as it is
                 if backend.head(key).archived:

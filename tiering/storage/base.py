@@ -15,14 +15,20 @@ Rules shared by all methods:
 * Failures are raised as :class:`~tiering.errors.BackendError` subclasses, never vendor errors:
   ``TransientBackendError`` is worth retrying, ``PermanentBackendError`` is not.
 * Metadata keys are lower-case ASCII; values are ASCII strings. Sizes are bytes.
+
+Abilities only some backends have are small protocols of their own (:class:`Archive`, :class:`Buckets`,
+:class:`BatchedSync`, :class:`PosixTree`, :class:`ListsIncompleteUploads`). A caller asks for one with
+:func:`find_capability`, which looks through the wrappers (retry, dry run, fault injection) by their
+:class:`Unwrapper` ``unwrap``, never by attribute forwarding.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, TypeVar, cast, runtime_checkable
 
 from tiering.errors import BackendError, TieringError
 
@@ -237,3 +243,69 @@ class PosixTree(Protocol):
     def remove_tree(self, prefix: str, entries: Sequence[PosixEntry]) -> None:
         """Remove the links of ``entries`` and their directories that are empty (after the objects went)."""
         ...
+
+
+@runtime_checkable
+class Archive(Protocol):
+    """A backend whose objects may sit in an archive storage class (S3 Glacier): ``head`` reports an object's
+    ``storage_class``, whether it is ``archived`` and whether a restore is under way (``restore_in_progress``);
+    ``open_read`` of an archived object raises ``ArchivedObject``."""
+
+    def request_restore(self, key: str, *, days: int, retrieval_tier: str = "Standard") -> None:
+        """Ask for a readable copy of archived ``key`` kept ``days`` days, fetched at ``retrieval_tier``
+        ("Expedited", "Standard", "Bulk"). Asking again while one is under way is fine. Raises
+        ``ObjectNotFound`` when missing, ``PermanentBackendError`` when the object is not archived."""
+        ...
+
+
+@runtime_checkable
+class Buckets(Protocol):
+    """A backend whose objects live in a bucket that may have to be made first (S3)."""
+
+    def ensure_bucket(self) -> bool:
+        """Create the bucket when it is missing; True when it was created now. Raises ``BackendError``."""
+        ...
+
+
+@runtime_checkable
+class BatchedSync(Protocol):
+    """A backend that can defer the durability of small writes under a prefix to one sync (a directory tier)."""
+
+    def batched_sync(self, prefix: str) -> AbstractContextManager[Callable[[], None]]:
+        """While the context is open, small ``put`` calls under ``prefix`` skip their own sync; calling the
+        function it yields makes every write so far durable. Leaving the context syncs what is left."""
+        ...
+
+
+@runtime_checkable
+class Unwrapper(Protocol):
+    """A backend that wraps another (retry, dry run, fault injection): ``unwrap`` returns the wrapped one."""
+
+    def unwrap(self) -> Backend:
+        """The backend this one wraps."""
+        ...
+
+
+C = TypeVar("C")
+
+#: wrappers looked through at most; a cycle of wrappers would be a bug, not a reason to hang
+_UNWRAP_MAX = 32
+
+
+def find_capability(backend: Backend, capability: Callable[..., C]) -> C | None:
+    """The outermost layer of ``backend`` (itself, or a backend it wraps, found by :class:`Unwrapper`) that
+    has ``capability`` (a runtime-checkable protocol of this module), or None when no layer has it.
+
+    The outermost layer is the one to call: a retrying wrapper that implements ``request_restore`` retries it,
+    a dry run records it instead of asking; a wrapper that does not implement it is looked through.
+    """
+    # typed as a callable, not type[C]: mypy refuses a protocol class where type[C] is expected
+    wanted = cast("type[C]", capability)
+    layer: object = backend
+    for _ in range(_UNWRAP_MAX):
+        if isinstance(layer, wanted):
+            return layer
+        if not isinstance(layer, Unwrapper):
+            return None
+        layer = layer.unwrap()
+    return None

@@ -6,9 +6,12 @@ import io
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import BinaryIO
+from urllib.parse import urlparse
 
+from tiering.config import TierConfig, TransferConfig
 from tiering.errors import BackendError, DigestRefused, ObjectNotFound
 from tiering.storage.base import Location, ObjectInfo, ReadStream, check_key, delete_each
+from tiering.storage.registry import register_scheme
 from tiering.transfer.hashing import xxh3_bytes
 
 
@@ -93,3 +96,12 @@ class MemoryBackend:
 
     def __repr__(self) -> str:
         return f"MemoryBackend({self.url!r})"
+
+
+def open_memory(name: str, tier: TierConfig, transfer: TransferConfig) -> MemoryBackend:
+    """``memory://NAME``: the store NAME (the tier's name when the URL names none), shared by its backends."""
+    parsed = urlparse(tier.backend)
+    return MemoryBackend((parsed.netloc + parsed.path).strip("/") or name)
+
+
+register_scheme("memory", open_memory)

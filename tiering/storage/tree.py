@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from tiering.catalog.models import TreeEntry
 from tiering.errors import UsageError
 from tiering.layout import MANIFEST_DIR, ManifestEntry, check_member_path
-from tiering.storage.base import Backend, PosixEntry, PosixTree
+from tiering.storage.base import Backend, PosixEntry, PosixTree, find_capability
 
 #: permission bits kept: setuid, setgid and sticky bits are not (a tier's files belong to the service)
 MODE_BITS = 0o777
@@ -183,11 +183,13 @@ def posix_entries(
 
 def apply_tree(backend: Backend, prefix: str, entries: list[PosixEntry]) -> None:
     """Give a dataset's copy under ``prefix`` its tree, where ``backend`` is a directory tree; else nothing."""
-    if entries and isinstance(backend, PosixTree):
-        backend.apply_tree(prefix, entries)
+    tree = find_capability(backend, PosixTree) if entries else None
+    if tree is not None:
+        tree.apply_tree(prefix, entries)
 
 
 def remove_tree(backend: Backend, prefix: str, entries: list[ManifestEntry]) -> None:
     """Remove a dataset copy's links and emptied directories under ``prefix`` (after its objects went)."""
-    if entries and isinstance(backend, PosixTree):
-        backend.remove_tree(prefix, [PosixEntry(e.path, e.kind, target=e.target or "") for e in entries])
+    tree = find_capability(backend, PosixTree) if entries else None
+    if tree is not None:
+        tree.remove_tree(prefix, [PosixEntry(e.path, e.kind, target=e.target or "") for e in entries])

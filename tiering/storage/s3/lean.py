@@ -2,18 +2,18 @@
 request's head built in one piece and each answer framed by ``http.client``'s response reader.
 
 Why: on a small machine the client's CPU per request decides how many small objects move per second, and
-botocore spends ~2 ms of Python (GIL held) on each one: event hooks, model-driven serialisation and
+botocore spends much Python (GIL held) on each one (measured in bench/): event hooks, model-driven serialisation and
 parsing, an ``Expect: 100-continue`` round trip before every PUT body, and a SHA-256 of every payload on
 plain-http endpoints. This path signs with a cached SigV4 key and sends ``UNSIGNED-PAYLOAD`` (our own
 xxh3-128 verification is the integrity check that counts; SeaweedFS does not even check a signed payload's
-hash), which costs ~0.2 ms per request.
+hash), which costs a fraction of that.
 
 Scope: GET (ranged or whole), HEAD, PUT (single object and multipart parts), DELETE, and the POSTs whose
 XML the caller writes and reads (DeleteObjects, multipart create and complete), on a plain-http endpoint
 with path-style addressing and static credentials. Everything else (listing, buckets, restores, TLS
 endpoints, AWS itself) stays on botocore. This module never
 imports botocore: it raises :class:`LeanHTTPError` (an error answer) and :class:`LeanConnectionError`
-(no answer); :mod:`tiering.storage.s3` turns both into our error tree, through the same translation as
+(no answer); :mod:`tiering.storage.s3.core` turns both into our error tree, through the same translation as
 botocore's errors.
 
 Retries mirror botocore's "standard" mode for the statuses and failures it retries: 500, 502, 503, 504,
@@ -56,7 +56,7 @@ _MESSAGE_RE: Final = re.compile(rb"<Message>([^<]*)</Message>")
 #: an error body is read up to this many bytes (it is a short XML document)
 _ERROR_BODY_LIMIT: Final = 64 * 1024
 #: bytes an answer reads from its socket at a time (http.client's default is 8 KiB): the head and a body
-#: up to ~64 KiB come in with one recv, so a small GET releases and takes back the GIL fewer times
+#: up to 64 KiB come in with one recv, so a small GET releases and takes back the GIL fewer times
 ANSWER_BUFFER: Final = 64 * 1024
 #: a PUT body up to this size goes out in the same send as the request's head
 _JOINED_BODY: Final = 256 * 1024
@@ -201,7 +201,7 @@ class _AnswerSocket:
 
 class _LeanHTTPResponse(http.client.HTTPResponse):
     """http.client's answer with a lighter head: its own reads the headers through the email package,
-    ~90 us of CPU per answer here, against ~6 us for :func:`_read_header_fields`. The rest of ``begin``
+    which costs far more CPU per answer than :func:`_read_header_fields`. The rest of ``begin``
     is http.client's (the framing of the body: chunked, Content-Length, or read to the close)."""
 
     def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
@@ -277,7 +277,7 @@ class _Connection:
 
 def _request_head(method: str, url: str, headers: Mapping[str, str]) -> bytes:
     """The request line and headers, as http.client would send them (values in Latin-1), built in one go:
-    http.client spends ~40 us of Python per request validating and joining them one header at a time."""
+    http.client spends more Python per request validating and joining them one header at a time."""
     lines = [f"{method} {url} HTTP/1.1"]
     for name, value in headers.items():
         if not _TOKEN.fullmatch(name) or "\r" in value or "\n" in value:
