@@ -47,8 +47,9 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
         Tier names are checked against the config's tiers unless --no-tiers is given or no config file is found.
         """
         from tiering.config import find_config_path
+        from tiering.lifecycle.criteria import check_policy_against_tiers
+        from tiering.lifecycle.inputs import TierFacts
         from tiering.lifecycle.model import load_policy
-        from tiering.lifecycle.planner import TierFacts, check_policy_against_tiers
 
         tiers: list[TierFacts] | None = None
         if against_tiers or (against_tiers is None and find_config_path(c.config_path).is_file()):

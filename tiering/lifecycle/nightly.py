@@ -37,9 +37,11 @@ from tiering.catalog.usage import fold_tier_usage
 from tiering.datasets import find_dataset
 from tiering.errors import ConflictError, NotLeader, TieringError, UsageError
 from tiering.layout import dataset_prefix
+from tiering.lifecycle.criteria import check_policy_against_tiers
+from tiering.lifecycle.explain import Plan, explain
 from tiering.lifecycle.facts import gather_dataset_facts, gather_tier_facts
 from tiering.lifecycle.model import Policy, load_policy
-from tiering.lifecycle.planner import Plan, check_policy_against_tiers, explain, plan_moves
+from tiering.lifecycle.planner import plan_moves
 from tiering.moves.executor import Executor, JobOutcome
 
 #: events rolled up per catalog transaction during an import (a batch is applied whole or not at all)
