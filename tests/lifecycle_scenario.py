@@ -10,7 +10,8 @@ from typing import Any
 from helpers import FixedClock, check_invariant, make_tree, open_app
 
 from tiering import datasets
-from tiering.lifecycle.nightly import load_active_policy, nightly_cycle, pin
+from tiering.lifecycle.nightly import load_active_policy, nightly_cycle
+from tiering.lifecycle.pins import pin
 
 START = dt.datetime(2026, 1, 1, 3, 0, tzinfo=dt.UTC)
 

@@ -9,7 +9,9 @@ from helpers import FixedClock, make_tree, open_app, workspace_config
 from lifecycle_scenario import check_outcome, run_120_days
 
 from tiering import datasets
-from tiering.lifecycle.nightly import load_active_policy, make_plan, nightly_cycle, pin, report, why
+from tiering.lifecycle.nightly import load_active_policy, make_plan, nightly_cycle, why
+from tiering.lifecycle.pins import pin
+from tiering.lifecycle.report import report
 
 
 def test_120_simulated_days_move_each_dataset_where_its_use_says(tmp_path: Path) -> None:
