@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from tiering.access.record import record_read
 from tiering.app import App
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, Replica, Tier, TreeEntry
-from tiering.catalog.states import TRUSTED_REPLICA_STATES
+from tiering.catalog.states import TRUSTED_REPLICA_STATES, DatasetState
 from tiering.catalog.usage import tier_usage as counted_tier_usage
 from tiering.errors import (
     DatasetNotFound,
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 def find_dataset(session: Session, label: str) -> Dataset:
     """``name@version`` or ``name`` (the newest registered version). Raises DatasetNotFound."""
     name, version = parse_label(label)
-    stmt = select(Dataset).where(Dataset.name == name, Dataset.state != "deleted")
+    stmt = select(Dataset).where(Dataset.name == name, Dataset.state != DatasetState.DELETED)
     if version is not None:
         stmt = stmt.where(Dataset.version == version)
     else:
@@ -99,7 +99,7 @@ def resolve(app: App, label: str, *, record: bool = True) -> Resolved:
 
     with app.catalog.session() as s:
         ds = find_dataset(s, label)
-        if ds.state == "registering":
+        if ds.state == DatasetState.REGISTERING:
             raise UsageError(f"{ds.label} is still being registered; run the same `tiering register` again")
         tier = ds.home_tier.name
         prefix = ds.location_prefix or dataset_prefix(ds.kind, ds.name, ds.version)
@@ -138,7 +138,7 @@ def move(
         label = ds.label
         if src == to:
             raise UsageError(f"{label} is already on tier {to}")
-        if ds.state == "registering":
+        if ds.state == DatasetState.REGISTERING:
             raise UsageError(f"{label} is still being registered")
         if dry_run:
             return JobOutcome(0, label, src, to, "dry-run", ds.member_count, ds.size_bytes)
@@ -301,7 +301,7 @@ def tier_usage(app: App) -> list[TierUsage]:
         homed = dict(
             s.execute(
                 select(Dataset.home_tier_id, func.count(Dataset.id))
-                .where(Dataset.state != "deleted")
+                .where(Dataset.state != DatasetState.DELETED)
                 .group_by(Dataset.home_tier_id)
             ).all()
         )
@@ -339,7 +339,7 @@ def list_datasets(
     with app.catalog.session() as s:
         stmt = (
             select(Dataset).join(Tier, Tier.id == Dataset.home_tier_id)
-            .where(Dataset.state != "deleted").order_by(Dataset.name, Dataset.version)
+            .where(Dataset.state != DatasetState.DELETED).order_by(Dataset.name, Dataset.version)
         )
         if tier is not None:
             find_tier(s, app, tier)

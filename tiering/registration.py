@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from tiering.app import App
 from tiering.catalog.db import describe_db_error
 from tiering.catalog.models import AuditEntry, Dataset, Member, Replica, Tier, TreeEntry
-from tiering.catalog.states import ReplicaState
+from tiering.catalog.states import DatasetState, ReplicaState
 from tiering.datasets import find_tier
 from tiering.errors import (
     CatalogError,
@@ -79,8 +79,6 @@ class RegisterResult:
     seconds: float = 0.0
 
 
-#: how a registration owns its name@version (see :func:`register`)
-_REGISTERING = "registering"
 
 
 def register(
@@ -286,7 +284,7 @@ def _refuse_conflicts(s: Session, app: App, claim: _Claim) -> None:
         select(Dataset.state, Dataset.registration_owner, Dataset.registration_lease_until)
         .where(Dataset.name == claim.name, Dataset.version == claim.version)
     ).first()
-    if row is not None and row[0] == _REGISTERING and not _owner_gone(row[1], row[2], app.now()):
+    if row is not None and row[0] == DatasetState.REGISTERING and not _owner_gone(row[1], row[2], app.now()):
         raise RegistrationInProgress(claim.label)
     _refuse_overlaps(s, claim)
 
@@ -296,7 +294,8 @@ def _refuse_overlaps(s: Session, claim: _Claim) -> None:
     on whichever tier it goes to, so an adopted prefix may not overlap (contain, or sit inside) the standard
     prefix of any other dataset, on any tier; nor another adopted prefix on the same tier; nor any object
     the catalog holds on that tier. A plain registration's standard prefix may not overlap an adopted one."""
-    others = and_(Dataset.state != "deleted", or_(Dataset.name != claim.name, Dataset.version != claim.version))
+    others = and_(Dataset.state != DatasetState.DELETED,
+                  or_(Dataset.name != claim.name, Dataset.version != claim.version))
     p = claim.prefix
     overlaps = or_(Dataset.location_prefix.in_(prefix_ancestors(p)),
                    func.substr(Dataset.location_prefix, 1, len(p)) == p)
@@ -356,7 +355,7 @@ def _take_ownership(app: App, claim: _Claim, content: str) -> RegisterResult | N
             existing = s.scalars(
                 select(Dataset).where(Dataset.name == claim.name, Dataset.version == claim.version)
             ).first()
-            if existing is not None and existing.state != _REGISTERING:
+            if existing is not None and existing.state != DatasetState.REGISTERING:
                 if existing.content_digest == content:
                     return RegisterResult(claim.label, existing.home_tier.name, existing.member_count,
                                           existing.size_bytes, content, existing.adopted, already_registered=True)
@@ -369,7 +368,7 @@ def _take_ownership(app: App, claim: _Claim, content: str) -> RegisterResult | N
                 "registration_owner": claim.token, "registration_lease_until": now + lease,
             }
             if existing is None:
-                s.add(Dataset(name=claim.name, version=claim.version, state=_REGISTERING, **values))
+                s.add(Dataset(name=claim.name, version=claim.version, state=DatasetState.REGISTERING, **values))
                 s.flush()
                 return None
             if not existing.adopted:  # a crashed upload's objects; an adopted prefix holds the user's own
@@ -377,7 +376,7 @@ def _take_ownership(app: App, claim: _Claim, content: str) -> RegisterResult | N
             previous = existing.registration_owner
             taken = s.execute(
                 update(Dataset)
-                .where(Dataset.id == existing.id, Dataset.state == _REGISTERING,
+                .where(Dataset.id == existing.id, Dataset.state == DatasetState.REGISTERING,
                        Dataset.registration_owner.is_(None) if previous is None
                        else Dataset.registration_owner == previous)
                 .values(**values)
@@ -438,7 +437,7 @@ def _finish_registration(
         row = s.execute(
             select(Dataset.id, Dataset.home_tier_id)
             .where(Dataset.name == claim.name, Dataset.version == claim.version,
-                   Dataset.state == _REGISTERING, Dataset.registration_owner == claim.token)
+                   Dataset.state == DatasetState.REGISTERING, Dataset.registration_owner == claim.token)
             .with_for_update()
         ).first()
         if row is None:
@@ -463,7 +462,7 @@ def _finish_registration(
         )
         s.execute(
             update(Dataset).where(Dataset.id == dataset_id).values(
-                state="active", member_count=len(files), size_bytes=total, content_digest=content,
+                state=DatasetState.ACTIVE, member_count=len(files), size_bytes=total, content_digest=content,
                 home_since=now, registration_owner=None, registration_lease_until=None,
             )
         )
@@ -486,7 +485,7 @@ def _undo_registration(app: App, backend: Backend, claim: _Claim, keys: list[str
     try:
         with app.catalog.session() as s:
             s.execute(delete(Dataset).where(
-                Dataset.name == claim.name, Dataset.version == claim.version, Dataset.state == _REGISTERING,
+                Dataset.name == claim.name, Dataset.version == claim.version, Dataset.state == DatasetState.REGISTERING,
                 Dataset.registration_owner == claim.token,
             ))
     except (TieringError, SQLAlchemyError) as exc:

@@ -23,6 +23,7 @@ from tiering.access.keys import DatasetPrefixIndex, ReadCounter
 from tiering.access.record import record_reads
 from tiering.app import App
 from tiering.catalog.models import Dataset, Tier
+from tiering.catalog.states import DatasetState
 from tiering.datasets import find_dataset
 from tiering.errors import TieringError
 from tiering.layout import dataset_prefix
@@ -57,7 +58,7 @@ def prefix_index(app: App) -> DatasetPrefixIndex[int]:
         rows = s.execute(
             select(Dataset.id, Dataset.kind, Dataset.name, Dataset.version, Dataset.location_prefix, Tier.name)
             .join(Tier, Tier.id == Dataset.home_tier_id)
-            .where(Dataset.state != "deleted")
+            .where(Dataset.state != DatasetState.DELETED)
         ).all()
     for ds_id, kind, name, version, location, tier in rows:
         # a dataset read on any S3 tier counts (a staged restore copy, the home copy, a stale client)

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Executable, Float, Text, case, cast, func, li
 from sqlalchemy.orm import Session
 
 from tiering.catalog.models import AccessDaily, Dataset, MoveJob, Pin, RestoreRequest, Tier, UTCDateTime
-from tiering.catalog.states import UNFINISHED_JOB_STATES
+from tiering.catalog.states import PLANNED_DATASET_STATES, UNFINISHED_JOB_STATES, DatasetState
 from tiering.catalog.usage import tier_usage
 from tiering.lifecycle.inputs import DatasetFacts, TierFacts, dataset_facts
 from tiering.lifecycle.inputs import Pin as PinFact
@@ -71,7 +71,7 @@ def gather_dataset_facts(
             Dataset.size_bytes, Dataset.created_at, Dataset.home_since, cast(Dataset.tags, Text),
             Dataset.last_access_at, Dataset.state,
         )
-        .where(Dataset.state.in_(["active", "moving"]))
+        .where(Dataset.state.in_(PLANNED_DATASET_STATES))
         .order_by(Dataset.id)
     )
     if dataset_ids is not None:
@@ -95,7 +95,7 @@ def gather_dataset_facts(
             counts, heat = reads.get(ds_id, never_read)
             append(dataset_facts(
                 ds_id, name, version, kind, owner, tier_names[tier_id], size, created, since, tags, last, counts,
-                heat, pins_of.get(ds_id, ()), ds_id in busy or state == "moving",
+                heat, pins_of.get(ds_id, ()), ds_id in busy or state == DatasetState.MOVING,
             ))
     return out
 

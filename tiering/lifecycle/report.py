@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from tiering.app import App
 from tiering.catalog.models import Dataset
+from tiering.catalog.states import DatasetState
 from tiering.lifecycle.facts import gather_dataset_facts
 from tiering.lifecycle.model import Policy
 
@@ -24,7 +25,7 @@ def report(app: App, *, policy: Policy, now: dt.datetime | None = None) -> dict[
     usage = tier_usage(app)
     with app.catalog.session() as s:
         facts = gather_dataset_facts(s, now=at, half_life_days=policy.heat_half_life_days, windows=(30,))
-        total_datasets = s.scalar(select(func.count(Dataset.id)).where(Dataset.state != "deleted")) or 0
+        total_datasets = s.scalar(select(func.count(Dataset.id)).where(Dataset.state != DatasetState.DELETED)) or 0
     bounds = list(zip(HEAT_BUCKETS, HEAT_BUCKETS[1:], strict=False))
     labels = [f"{lo:g}-{hi:g}" if hi != float("inf") else f">={lo:g}" for lo, hi in bounds]
     histogram: dict[str, dict[str, int]] = {u.name: dict.fromkeys(labels, 0) for u in usage}
