@@ -39,8 +39,8 @@ Times are UTC-aware and truncated to whole seconds (a day roll-up needs no more,
 let a parser cache what it parsed: per second for ISO 8601, per minute for the access log's time).
 A timestamp without a UTC offset is malformed rather than guessed.
 
-To stay cheap on a large import (target: 100,000 lines/s on one core for ``s3-access-log`` and
-``minio-audit``), a record is classified as soon as it is recognised: a non-read is counted as
+To stay cheap on a large import (``s3-access-log`` and ``minio-audit`` have a lines-per-second target
+in bench/), a record is classified as soon as it is recognised: a non-read is counted as
 skipped without validating the rest of it, and a ``minio-audit`` line that does not mention
 ``GetObject`` is only checked to have a JSON object's outline before it is skipped. For the formats
 in :data:`OBJECT_READ_FORMATS`, :func:`iter_object_reads` yields the same reads as bare tuples, so an
