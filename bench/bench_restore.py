@@ -25,7 +25,7 @@ from typing import Any
 
 from servers import ACCESS_KEY, SECRET_KEY, Seaweed, start_seaweed  # bench/servers.py, beside this file
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.app import App
 from tiering.config import config_from_dict, parse_size
 from tiering.restore.dispatch import dispatch_restores
@@ -77,7 +77,7 @@ def run_case(hot: Seaweed, cold: Seaweed, workdir: Path, *, count: int, size: in
         for i in range(count):
             body = i.to_bytes(8, "big") + block[8:]
             client.put_object(Bucket=hot_bucket, Key=f"nvme/incoming/part-{i % 16:02d}/{i:0{width}d}.bin", Body=body)
-        datasets.register(app, f"s3://{hot_bucket}/nvme/incoming/", name="bench", version="1", adopt=True)
+        registration.register(app, f"s3://{hot_bucket}/nvme/incoming/", name="bench", version="1", adopt=True)
 
         started = time.monotonic()
         moved = datasets.move(app, "bench@1", to="cold")

@@ -7,7 +7,7 @@ gather_tier_facts, plan_moves) with the shipped default policy. Seconds are meas
 (imports and opening the catalog excluded, reported apart); peak RSS is the child's ``ru_maxrss``.
 SQLite, and PostgreSQL in a database of our own (dropped afterwards) when one is reachable.
 
-ingest: ``tiering.lifecycle.nightly.ingest_access`` over a generated S3 server access log (GETs of members of
+ingest: ``tiering.access.ingest.ingest_access`` over a generated S3 server access log (GETs of members of
 1,000 datasets, plus the lines a real log has: listings, HEADs, PUTs, 404s, keys of no dataset).
 """
 
@@ -327,7 +327,7 @@ def run_ingest(size_name: str, lines_arg: int | None, workdir: Path | None) -> d
         _write(url, [("datasets", DATASET_COLS, rows)])
         log_path = root / "access.log"
         make_access_log(log_path, lines, n_datasets)
-        from tiering.lifecycle.nightly import ingest_access
+        from tiering.access.ingest import ingest_access
 
         with _open_app(config, root, create=False) as app, open(log_path) as fh:
             cpu0, t0 = time.process_time(), time.monotonic()

@@ -9,8 +9,9 @@ from typing import Any
 
 from helpers import FixedClock, check_invariant, make_tree, open_app
 
-from tiering import datasets
-from tiering.lifecycle.nightly import load_active_policy, nightly_cycle, pin
+from tiering import datasets, registration
+from tiering.lifecycle.nightly import load_active_policy, nightly_cycle
+from tiering.lifecycle.pins import pin
 
 START = dt.datetime(2026, 1, 1, 3, 0, tzinfo=dt.UTC)
 
@@ -23,7 +24,7 @@ def run_120_days(tmp_path: Path, data: dict[str, Any]) -> dict[str, Any]:
         for i, name in enumerate(("busy", "idle", "revived", "keep", "pinned")):
             make_tree(tmp_path / "src" / name, 6, seed=i, max_size=20_000)
             tags = {"retention": "keep-online"} if name == "keep" else {}
-            datasets.register(app, str(tmp_path / "src" / name), name=name, version="1", tier="hot", tags=tags)
+            registration.register(app, str(tmp_path / "src" / name), name=name, version="1", tier="hot", tags=tags)
         pin(app, "pinned", tier="hot", until=START + dt.timedelta(days=100), reason="model fraud@v3 is live")
         policy = load_active_policy(app)
         moves: dict[str, list[tuple[int, str, str]]] = {}

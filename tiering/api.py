@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.app import App, Clock, utcnow
 from tiering.config import Config, load_config
 
@@ -27,8 +27,8 @@ class Tiering:
     def __init__(self, app: App) -> None:
         self.app = app
 
-    def register(self, source: str, **kwargs: Any) -> datasets.RegisterResult:
-        return datasets.register(self.app, source, **kwargs)
+    def register(self, source: str, **kwargs: Any) -> registration.RegisterResult:
+        return registration.register(self.app, source, **kwargs)
 
     def resolve(self, label: str, *, record: bool = True) -> datasets.Resolved:
         return datasets.resolve(self.app, label, record=record)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.app import App
 from tiering.config import config_from_dict, format_size
 from tiering.errors import DatasetArchived
@@ -79,12 +79,12 @@ def run_demo(workdir: str | None, *, echo: Callable[[str], None] = print) -> Non
         say("register both on hot: every file hashed (xxh3-128), uploaded, verified at the destination")
         for src, name, version, kind in (("imagenet-mini", "imagenet-mini", "2024-01", "dataset"),
                                           ("fraud-v3", "fraud", "v3", "model")):
-            r = datasets.register(app, str(base / "src" / src), name=name, version=version, kind=kind, tier="hot",
+            r = registration.register(app, str(base / "src" / src), name=name, version=version, kind=kind, tier="hot",
                               owner="demo", tags={"team": "vision"})
             echo(f"    {r.label}: {r.members} files, {format_size(r.bytes)} on {r.tier} ({r.seconds:.2f} s)")
 
         say("register the same content again: a no-op, not a duplicate")
-        r = datasets.register(app, str(base / "src/fraud-v3"), name="fraud", version="v3", kind="model", tier="hot")
+        r = registration.register(app, str(base / "src/fraud-v3"), name="fraud", version="v3", kind="model", tier="hot")
         echo(f"    already registered: {r.already_registered}")
 
         say("resolve: where to read it now (counts as a read)")

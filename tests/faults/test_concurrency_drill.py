@@ -37,7 +37,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.catalog.models import Dataset, MoveJob
 from tiering.errors import TieringError
 
@@ -74,8 +74,8 @@ class Drill:
         name, version = label.split("@")
         app = open_app(self.data)
         try:
-            datasets.register(app, str(write_tree(self.tmp_path / "src" / label, files)), name=name, version=version,
-                          tier=tier)
+            registration.register(app, str(write_tree(self.tmp_path / "src" / label, files)), name=name,
+                                  version=version, tier=tier)
         finally:
             app.close()
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from helpers import check_invariant, make_tree, open_app, run_cli, workspace_config, write_config
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.faults import CRASH_POINTS
 
 MOVE_CRASH_POINTS = [p for p in CRASH_POINTS if not p.startswith("restore")]
@@ -28,7 +28,7 @@ def crash_then_resume(tmp_path: Path, data: dict[str, Any], point: str, *, files
         for rel, payload in files.items():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             (src / rel).write_bytes(payload)
-        datasets.register(app, str(src), name="d", version="1", tier="hot")
+        registration.register(app, str(src), name="d", version="1", tier="hot")
     finally:
         app.close()
 

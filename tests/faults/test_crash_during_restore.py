@@ -16,7 +16,7 @@ import pytest
 from helpers import check_invariant, make_tree, open_app, run_cli, workspace_config, write_config
 from sqlalchemy import select
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.catalog.models import AuditEntry, Member, MoveJob, MoveStep
 from tiering.restore.dispatch import dispatch_restores
 from tiering.restore.requests import list_restores
@@ -55,7 +55,7 @@ def test_kill_9_during_a_restore_then_dispatching_again_loses_nothing_and_copies
     files = sample(tmp_path)
     app = open_app(data)
     try:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         assert datasets.move(app, "d@1", to="cold").state == "done"
     finally:
         app.close()
@@ -104,7 +104,7 @@ def test_kill_9_during_a_move_into_a_packed_tier_then_resume_loses_nothing(tmp_p
     files = sample(tmp_path)
     app = open_app(data)
     try:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     finally:
         app.close()
 

@@ -30,7 +30,7 @@ from helpers import (
 from sqlalchemy import create_engine, select
 from sqlalchemy.pool import NullPool
 
-from tiering import datasets as use_cases
+from tiering import registration
 from tiering.catalog.models import Dataset, MoveJob, Tier
 from tiering.faults import CRASH_POINTS
 from tiering.transfer.hashing import xxh3_bytes
@@ -172,7 +172,7 @@ def test_moves_killed_at_random_moments_and_at_every_named_step_lose_no_byte_and
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
                 (root / rel).write_bytes(payload)
             name, version = label.split("@")
-            use_cases.register(app, str(root), name=name, version=version, tier=start_tier[label])
+            registration.register(app, str(root), name=name, version=version, tier=start_tier[label])
     finally:
         app.close()
     views = seaweed_tiers.views
@@ -248,7 +248,7 @@ def test_the_outside_check_finds_a_corrupt_replica_a_stray_object_a_stale_manife
         for rel, payload in files.items():
             (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / "src" / rel).write_bytes(payload)
-        use_cases.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     finally:
         app.close()
     hot, warm = seaweed_tiers.views["hot"], seaweed_tiers.views["warm"]

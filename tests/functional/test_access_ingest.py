@@ -15,13 +15,13 @@ from helpers import open_app, workspace_config
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-import tiering.lifecycle.nightly
+import tiering.access.ingest
 from tiering.access.formats import parse_lines
+from tiering.access.ingest import ingest_access
 from tiering.access.record import record_reads
 from tiering.access.webhook import make_server
 from tiering.app import App
 from tiering.catalog.models import AccessDaily, Dataset, Tier
-from tiering.lifecycle.nightly import ingest_access
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "access"
 PREFIX = "hot/dataset/imagenet-mini/2024.1/"
@@ -87,8 +87,8 @@ def test_a_log_of_several_batches_counts_the_same_and_numbers_lines_from_the_fir
         writes.append(sum(counts.values()))
         return record_reads(session, counts, **kwargs)
 
-    monkeypatch.setattr(tiering.lifecycle.nightly, "INGEST_BATCH_LINES", 1)
-    monkeypatch.setattr(tiering.lifecycle.nightly, "record_reads", spy_record_reads)
+    monkeypatch.setattr(tiering.access.ingest, "INGEST_BATCH_LINES", 1)
+    monkeypatch.setattr(tiering.access.ingest, "record_reads", spy_record_reads)
     result = ingest_access(app, iter(lines), fmt)
     assert (result.lines, result.events, result.malformed) == (len(lines), stats.events, stats.malformed)
     assert [m["line"] for m in result.malformed_examples] == [m.line_no for m in stats.malformed_examples]

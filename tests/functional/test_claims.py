@@ -11,7 +11,7 @@ import pytest
 from helpers import FixedClock, check_invariant, open_app, workspace_config
 from sqlalchemy import select
 
-from tiering import datasets
+from tiering import registration
 from tiering.app import App
 from tiering.catalog.models import Dataset, MoveJob, MoveStep, Replica
 from tiering.errors import LeaseLost
@@ -30,7 +30,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock) -> It
     for i in range(MEMBERS):
         (src / f"d{i % 7}").mkdir(parents=True, exist_ok=True)
         (src / f"d{i % 7}" / f"f{i}.bin").write_bytes(i.to_bytes(4, "big"))
-    datasets.register(a, str(src), name="d", version="1", tier="hot")
+    registration.register(a, str(src), name="d", version="1", tier="hot")
     yield a
     a.close()
 

@@ -8,8 +8,10 @@ from pathlib import Path
 from helpers import FixedClock, make_tree, open_app, workspace_config
 from lifecycle_scenario import check_outcome, run_120_days
 
-from tiering import datasets
-from tiering.lifecycle.nightly import load_active_policy, make_plan, nightly_cycle, pin, report, why
+from tiering import datasets, registration
+from tiering.lifecycle.nightly import load_active_policy, make_plan, nightly_cycle, why
+from tiering.lifecycle.pins import pin
+from tiering.lifecycle.report import report
 
 
 def test_120_simulated_days_move_each_dataset_where_its_use_says(tmp_path: Path) -> None:
@@ -21,7 +23,7 @@ def test_why_names_the_pin_and_the_date_it_ends(tmp_path: Path) -> None:
     app = open_app(workspace_config(tmp_path), clock=clock)
     try:
         make_tree(tmp_path / "src", 3)
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         pin(app, "d", tier="hot", until=dt.datetime(2026, 6, 1, tzinfo=dt.UTC), reason="model fraud@v3 is live")
         policy = load_active_policy(app)
         text, decision = why(app, "d", policy=policy, now=dt.datetime(2026, 3, 1, 3, tzinfo=dt.UTC))
@@ -38,7 +40,7 @@ def test_a_run_key_runs_once_and_a_closed_window_moves_nothing(tmp_path: Path) -
     app = open_app(workspace_config(tmp_path), clock=clock)
     try:
         make_tree(tmp_path / "src", 3)
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         policy = load_active_policy(app)
         clock.now = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)  # noon: outside 02:00-06:00
         closed = nightly_cycle(app, policy=policy, now=clock.now, run_key="nightly:2026-03-01")

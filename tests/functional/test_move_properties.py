@@ -18,7 +18,7 @@ from helpers import FixedClock, check_invariant, make_tree, open_app, workspace_
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.storage.base import Backend, delete_each
 from tiering.storage.memory import MemoryBackend
 
@@ -98,7 +98,7 @@ def test_any_sequence_of_moves_crashes_and_resumes_keeps_every_member_verified(s
                     src = tmp_path / f"src{i}"
                     if not src.exists():
                         make_tree(src, 4, seed=i, max_size=3000)
-                    datasets.register(app, str(src), name=f"d{i}", version="1", tier=tier)
+                    registration.register(app, str(src), name=f"d{i}", version="1", tier=tier)
                     registered.add(i)
                 elif kind in ("move", "crash_move") and op[1] in registered:
                     label, tier = f"d{op[1]}@1", op[2]

@@ -19,7 +19,7 @@ import pytest
 from helpers import check_invariant, make_tree, open_app, read_all, workspace_config
 from sqlalchemy import select
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.app import App
 from tiering.catalog.models import Member, MoveStep, Replica, Tier
 from tiering.errors import CorruptedCopy
@@ -57,7 +57,7 @@ def cold_replicas(app: App) -> dict[str, tuple[str, int | None]]:
 
 def test_small_members_go_into_tar_shards_and_large_ones_stay_single_objects(app: App, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "src", 30, seed=1)
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     assert datasets.move(app, "d@1", to="cold").state == "done"
 
     cold = app.backend("cold")
@@ -116,7 +116,7 @@ def test_moving_out_of_a_packed_tier_unpacks_every_member_to_its_path_and_remove
     app: App, tmp_path: Path
 ) -> None:
     files = make_tree(tmp_path / "src", 20, seed=2)
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     assert datasets.move(app, "d@1", to="cold").state == "done"
     assert datasets.move(app, "d@1", to="warm").state == "done"
     warm = app.backend("warm")
@@ -158,7 +158,7 @@ def test_ten_thousand_files_of_4_kib_go_cold_as_a_handful_of_shards_and_one_memb
         files = {f"train/{i // 1000:02d}/{i:05d}.jpg": os.urandom(4096) for i in range(10_000)}
         for path, data in files.items():
             hot.put(f"incoming/{path}", io.BytesIO(data), size=len(data))
-        datasets.register(app, f"memory://{run}-hot/incoming/", name="many", version="1", adopt=True)
+        registration.register(app, f"memory://{run}-hot/incoming/", name="many", version="1", adopt=True)
         assert datasets.move(app, "many@1", to="cold").state == "done"
 
         cold_keys = [i.key for i in app.backend("cold").list("") if "/_tiering/" not in i.key]
@@ -186,7 +186,7 @@ def test_a_shard_corrupted_on_write_is_caught_by_its_read_back_and_the_source_st
 
     app = open_app(packed_config(tmp_path), backend_wrapper=corrupt_cold)
     try:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         outcome = datasets.move(app, "d@1", to="cold")
         assert outcome.state == "failed"
         assert "checksum_mismatch" in (outcome.error or "")
@@ -208,7 +208,7 @@ def test_a_shard_upload_that_fails_once_is_retried_to_the_same_key(tmp_path: Pat
 
     app = open_app(packed_config(tmp_path), backend_wrapper=flaky_cold)
     try:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         assert datasets.move(app, "d@1", to="cold").state == "done"
         with app.catalog.session() as s:
             attempts = dict(s.execute(select(MoveStep.dst_key, MoveStep.attempts)).all())
@@ -230,7 +230,7 @@ def test_a_member_corrupted_inside_its_shard_is_reported_with_the_dataset_and_pa
     app: App, tmp_path: Path
 ) -> None:
     files = make_tree(tmp_path / "src", 10, seed=5, min_size=100, max_size=30_000)
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     assert datasets.move(app, "d@1", to="cold").state == "done"
     victim = sorted(files)[3]
     key, offset = cold_replicas(app)[victim]
@@ -255,7 +255,7 @@ def test_verify_reports_shard_entries_that_would_unpack_outside_the_target_or_un
     app: App, tmp_path: Path
 ) -> None:
     files = make_tree(tmp_path / "src", 10, seed=6, min_size=100, max_size=30_000)
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     assert datasets.move(app, "d@1", to="cold").state == "done"
     replicas = cold_replicas(app)
     escaping, renamed = sorted(files)[1], sorted(files)[2]
@@ -288,7 +288,7 @@ def test_verify_reports_shard_entries_that_would_unpack_outside_the_target_or_un
 
 def test_verify_of_a_packed_tier_reads_each_shard_once_and_counts_every_member(app: App, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "src", 30, seed=7)
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     assert datasets.move(app, "d@1", to="cold").state == "done"
     report = datasets.verify(app, "d@1")
     assert report.ok and report.replicas_checked == len(files)

@@ -34,11 +34,13 @@ from tiering.catalog.models import (
 )
 from tiering.catalog.states import TRUSTED_REPLICA_STATES, UNFINISHED_JOB_STATES, ReplicaState
 from tiering.catalog.usage import count_tier_usage, fold_tier_usage, tier_usage
+from tiering.lifecycle.explain import Plan, explain
 from tiering.lifecycle.facts import gather_dataset_facts, gather_tier_facts, heat_weights
+from tiering.lifecycle.inputs import DatasetFacts, TierFacts
+from tiering.lifecycle.inputs import Pin as PinFact
 from tiering.lifecycle.model import parse_policy
 from tiering.lifecycle.nightly import make_plan
-from tiering.lifecycle.planner import DatasetFacts, Plan, TierFacts, explain, plan_moves
-from tiering.lifecycle.planner import Pin as PinFact
+from tiering.lifecycle.planner import plan_moves
 
 NOW = dt.datetime(2026, 6, 1, 3, 0, 17, 123456, tzinfo=dt.UTC)
 GiB = 2**30

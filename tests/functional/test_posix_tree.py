@@ -17,7 +17,7 @@ import pytest
 from helpers import FixedClock, make_tree, open_app, workspace_config, write_config
 from posix_tree_helpers import T0, check_tree, files_on, make_source
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.app import App
 from tiering.cli import main
 from tiering.errors import UsageError
@@ -129,7 +129,7 @@ def test_modes_times_links_and_empty_directories_survive_hot_warm_cold_packed_an
     app: App, tmp_path: Path
 ) -> None:
     want = make_source(tmp_path / "src")
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     hot, warm, cold = (tmp_path / "tiers" / t / PREFIX for t in ("hot", "warm", "cold"))
     check_tree(hot, want)
 
@@ -237,4 +237,4 @@ def test_registering_a_directory_holding_only_a_link_outside_names_the_link(app:
     (tmp_path / "src").mkdir()
     (tmp_path / "src/data").symlink_to(tmp_path)
     with pytest.raises(UsageError, match="is a symbolic link to"):
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")

@@ -14,7 +14,7 @@ import pytest
 from helpers import check_invariant, make_tree, open_app, read_all, workspace_config
 from sqlalchemy import select
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.app import App
 from tiering.catalog.models import AuditEntry, MoveJob, MoveStep, Replica
 from tiering.errors import (
@@ -30,6 +30,7 @@ from tiering.errors import (
 from tiering.layout import manifest_key
 from tiering.storage import FaultyBackend
 from tiering.storage.base import Backend
+from tiering.transfer import sources
 from tiering.transfer.hashing import xxh3_bytes
 
 
@@ -46,7 +47,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 def test_register_uploads_every_file_with_its_digest_and_a_manifest(app: App, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "src", 25, seed=1)
-    result = datasets.register(app, str(tmp_path / "src"), name="imagenet-mini", version="2024-01", tier="hot")
+    result = registration.register(app, str(tmp_path / "src"), name="imagenet-mini", version="2024-01", tier="hot")
     assert (result.members, result.bytes) == (25, sum(len(b) for b in files.values()))
     hot = app.backend("hot")
     for rel, data in files.items():
@@ -63,12 +64,12 @@ def test_registering_identical_content_again_is_a_no_op_and_different_content_is
     app: App, tmp_path: Path
 ) -> None:
     make_tree(tmp_path / "src", 5, seed=2)
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1")
-    again = datasets.register(app, str(tmp_path / "src"), name="d", version="1")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1")
+    again = registration.register(app, str(tmp_path / "src"), name="d", version="1")
     assert again.already_registered
     (tmp_path / "src" / "f0000.bin").write_bytes(b"changed")
     with pytest.raises(DatasetExists):
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1")
     assert len(datasets.list_datasets(app)) == 1
 
 
@@ -76,22 +77,22 @@ def test_registering_identical_content_again_is_a_no_op_and_different_content_is
 def test_names_with_slashes_dots_or_spaces_are_refused(app: App, tmp_path: Path, name: str) -> None:
     make_tree(tmp_path / "src", 1)
     with pytest.raises(InvalidName):
-        datasets.register(app, str(tmp_path / "src"), name=name, version="1")
+        registration.register(app, str(tmp_path / "src"), name=name, version="1")
     assert datasets.list_datasets(app) == []
 
 
 def test_missing_path_and_unknown_tier_change_nothing(app: App, tmp_path: Path) -> None:
     with pytest.raises(PathNotFound):
-        datasets.register(app, str(tmp_path / "nope"), name="d", version="1")
+        registration.register(app, str(tmp_path / "nope"), name="d", version="1")
     make_tree(tmp_path / "src", 1)
     with pytest.raises(TierNotFound):
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="lukewarm")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="lukewarm")
     assert datasets.list_datasets(app) == []
 
 
 def test_move_copies_verifies_commits_then_deletes_the_source(app: App, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "src", 30, seed=3)
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     outcome = datasets.move(app, "d@1", to="warm")
     assert outcome.state == "done"
     assert datasets.resolve(app, "d@1").tier == "warm"
@@ -109,7 +110,7 @@ def test_move_copies_verifies_commits_then_deletes_the_source(app: App, tmp_path
 
 def test_move_to_the_same_tier_or_an_unknown_tier_is_refused(app: App, tmp_path: Path) -> None:
     make_tree(tmp_path / "src", 2)
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     with pytest.raises(UsageError):
         datasets.move(app, "d", to="hot")
     with pytest.raises(TierNotFound):
@@ -154,7 +155,7 @@ def test_a_destination_that_corrupts_bytes_fails_with_checksum_mismatch_and_keep
 
     app = open_app(workspace_config(tmp_path, transfer={"verify": verify}), backend_wrapper=corrupt_warm)
     try:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         outcome = datasets.move(app, "d@1", to="warm")
         assert outcome.state == "failed"
         assert "checksum_mismatch" in (outcome.error or "")
@@ -182,7 +183,7 @@ def test_a_source_changed_behind_the_catalog_fails_the_move_with_source_changed(
     make_tree(tmp_path / "src", 4, seed=5, min_size=10)
     app = open_app(workspace_config(tmp_path))
     try:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         victim = tmp_path / "tiers/hot/dataset/d/1/f0000.bin"
         victim.write_bytes(b"tampered" + victim.read_bytes()[8:])
         outcome = datasets.move(app, "d@1", to="warm")
@@ -196,7 +197,7 @@ def test_a_source_changed_behind_the_catalog_fails_the_move_with_source_changed(
 
 def test_verify_finds_a_corrupted_replica_and_names_it(app: App, tmp_path: Path) -> None:
     make_tree(tmp_path / "src", 5, seed=6, min_size=10)
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     assert datasets.verify(app, "d").ok
     hot = app.backend("hot")
     key = "dataset/d/1/f0002.bin"
@@ -213,7 +214,7 @@ def test_a_second_move_while_one_is_unfinished_is_refused(app: App, tmp_path: Pa
     from tiering.moves.executor import Executor
 
     make_tree(tmp_path / "src", 3)
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     ex = Executor(app)
     with app.catalog.session() as s:
         ds_id = datasets.find_dataset(s, "d").id
@@ -230,7 +231,7 @@ def test_adopt_registers_files_in_place_without_copying(tmp_path: Path) -> None:
     try:
         files = make_tree(tmp_path / "tiers/warm/models/fraud/v3", 4, seed=7)
         url = (tmp_path / "tiers/warm/models/fraud/v3").as_uri() + "/"
-        r = datasets.register(app, url, name="fraud", version="v3", kind="model", adopt=True)
+        r = registration.register(app, url, name="fraud", version="v3", kind="model", adopt=True)
         assert (r.tier, r.members, r.adopted) == ("warm", 4, True)
         assert datasets.resolve(app, "fraud").path.endswith("models/fraud/v3")
         assert datasets.verify(app, "fraud").ok
@@ -246,7 +247,7 @@ def test_adopt_registers_files_in_place_without_copying(tmp_path: Path) -> None:
 
 def test_adopting_a_url_outside_every_tier_is_refused(app: App, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not inside any configured tier"):
-        datasets.register(app, "file:///somewhere/else/", name="x", version="1", adopt=True)
+        registration.register(app, "file:///somewhere/else/", name="x", version="1", adopt=True)
 
 
 class ChangesFilesBeforeUpload(datasets.Progress):
@@ -269,10 +270,10 @@ def test_a_small_file_is_uploaded_from_the_bytes_that_were_hashed_and_a_large_on
     src = tmp_path / "src"
     src.mkdir()
     (src / "small.bin").write_bytes(b"s" * 1000)
-    monkeypatch.setattr(datasets, "PRELOAD_FILE_MAX", 1000)  # "large" is just past it
+    monkeypatch.setattr(sources, "PRELOAD_FILE_MAX", 1000)  # "large" is just past it
     (src / "large.bin").write_bytes(b"L" * 1001)
     # the small file is read once, so its later change is not seen: the copy is the registered content
-    result = datasets.register(app, str(src), name="d", version="1", tier="hot",
+    result = registration.register(app, str(src), name="d", version="1", tier="hot",
                            progress=ChangesFilesBeforeUpload({src / "small.bin": b"changed"}))
     assert result.members == 2
     hot = app.backend("hot")
@@ -281,7 +282,7 @@ def test_a_small_file_is_uploaded_from_the_bytes_that_were_hashed_and_a_large_on
     assert check_invariant(app).problems == []
     # a file above the size kept in memory is read again for the upload: a change is caught, nothing is kept
     with pytest.raises(SourceChanged):
-        datasets.register(app, str(src), name="d", version="2", tier="hot",
+        registration.register(app, str(src), name="d", version="2", tier="hot",
                       progress=ChangesFilesBeforeUpload({src / "large.bin": b"M" * 1001}))
     assert [i.key for i in hot.list("dataset/d/2/")] == []
     assert check_invariant(app).problems == []
@@ -310,11 +311,11 @@ def test_small_local_files_are_hashed_on_one_thread_unless_their_storage_keeps_i
     tmp_path: Path, wait: float,
 ) -> None:
     bodies = make_tree(tmp_path / "data", 300, max_size=5000)
-    inner, files, _entries = datasets._scan_local(tmp_path / "data")
+    inner, files, _entries = sources.scan_local(tmp_path / "data")
     readers = []
     for _ in range(3):  # the choice is measured: a preempted first task may pick threads; one of three will not
         slow = _SlowStorage(inner, wait)
-        digests, kept = datasets._hash_all(cast(Backend, slow), files, workers=32, local=True)
+        digests, kept = sources.hash_all(cast(Backend, slow), files, workers=32, local=True)
         assert {path: d.xxh3 for path, d in digests.items()} == {p: xxh3_bytes(b) for p, b in bodies.items()}
         assert {f.path: kept[f.key] for f in files} == bodies  # the bytes hashed are kept for the upload
         readers.append(slow.threads)
@@ -363,7 +364,7 @@ def test_a_move_to_a_directory_tier_records_small_copies_only_after_syncing_them
     monkeypatch.setattr("tiering.moves.executor.RECORD_BATCH", 16)
     app = open_app(workspace_config(tmp_path), backend_wrapper=keep_warm)
     files = make_tree(tmp_path / "src", 120, seed=5, max_size=4000)
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     assert datasets.move(app, "d@1", to="warm").state == "done"
     assert sum(recorded) == len(files) and len(recorded) > 1  # several batches, each synced first
     assert warm_backends[0]._batched == {}
@@ -378,7 +379,7 @@ def test_a_move_refused_for_an_unfinished_restore_says_how_a_restore_finishes_no
     from tiering.moves.executor import Executor
 
     make_tree(tmp_path / "src", 3)
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="cold")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="cold")
     ex = Executor(app)
     with app.catalog.session() as s:
         ds_id = datasets.find_dataset(s, "d").id

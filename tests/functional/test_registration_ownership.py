@@ -13,7 +13,7 @@ import pytest
 from helpers import FixedClock, check_invariant, make_tree, open_app, read_all, run_cli, workspace_config, write_config
 from sqlalchemy import select
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.app import App
 from tiering.catalog.models import Dataset, Tier
 from tiering.errors import InvalidName, PrefixInUse, RegistrationInProgress, UsageError
@@ -65,10 +65,10 @@ def test_a_row_owned_by_a_registration_on_another_host_is_refused_until_its_leas
         _leave_a_registering_row(app, owner="elsewhere:4242:cafe0001",
                                  lease_until=clock.now + dt.timedelta(seconds=60))
         with pytest.raises(RegistrationInProgress, match="d@1 is being registered by another registration"):
-            datasets.register(app, str(tmp_path / "src"), name="d", version="1")
+            registration.register(app, str(tmp_path / "src"), name="d", version="1")
         assert _objects(tmp_path) == []
         clock.advance(seconds=61)
-        result = datasets.register(app, str(tmp_path / "src"), name="d", version="1")
+        result = registration.register(app, str(tmp_path / "src"), name="d", version="1")
         assert result.members == 6
         for rel, payload in files.items():
             assert read_all(app.backend("hot"), f"dataset/d/1/{rel}") == payload
@@ -93,9 +93,9 @@ def test_a_row_of_a_dead_process_on_this_host_or_of_an_older_version_is_taken_ov
         make_tree(tmp_path / "src", 4, seed=10)
         _leave_a_registering_row(app, owner=f"{socket.gethostname()}:{dead.stdout.strip()}:0badf00d",
                                  lease_until=app.now() + dt.timedelta(hours=1))
-        assert datasets.register(app, str(tmp_path / "src"), name="d", version="1").members == 4
+        assert registration.register(app, str(tmp_path / "src"), name="d", version="1").members == 4
         _leave_a_registering_row(app, version="2", owner=None, lease_until=None)  # an older version's row
-        assert datasets.register(app, str(tmp_path / "src"), name="d", version="2").members == 4
+        assert registration.register(app, str(tmp_path / "src"), name="d", version="2").members == 4
         assert check_invariant(app).problems == []
     finally:
         app.close()
@@ -138,11 +138,11 @@ def test_a_second_registration_while_one_uploads_is_refused_and_uploads_nothing(
                 super().add(nbytes, failed=failed)
                 if not refused:
                     try:
-                        datasets.register(second, str(tmp_path / "b"), name="d", version="1")
+                        registration.register(second, str(tmp_path / "b"), name="d", version="1")
                     except RegistrationInProgress as exc:
                         refused.append(exc)
 
-        datasets.register(first, str(tmp_path / "a"), name="d", version="1", progress=SecondTriesMidUpload())
+        registration.register(first, str(tmp_path / "a"), name="d", version="1", progress=SecondTriesMidUpload())
         assert len(refused) == 1
         for rel, payload in files.items():
             assert read_all(first.backend("hot"), f"dataset/d/1/{rel}") == payload
@@ -161,15 +161,15 @@ def test_adopting_a_prefix_that_holds_another_datasets_objects_is_refused_and_it
     app = open_app(data)
     try:
         files = make_tree(tmp_path / "src", 5, seed=16)
-        datasets.register(app, str(tmp_path / "src"), name="a", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="a", version="1", tier="hot")
         hot = (tmp_path / "tiers/hot").as_uri()
         (tmp_path / "tiers/hot/dataset/a/1/extra").mkdir(parents=True)
         (tmp_path / "tiers/hot/dataset/a/1/extra/x.bin").write_bytes(b"x")
         for url in (f"{hot}/dataset/", f"{hot}/dataset/a/", f"{hot}/dataset/a/1/", f"{hot}/dataset/a/1/extra/"):
             with pytest.raises(PrefixInUse, match="overlaps dataset a@1"):
-                datasets.register(app, url, name="thief", version="1", adopt=True)
+                registration.register(app, url, name="thief", version="1", adopt=True)
         with pytest.raises(UsageError, match="root of tier"):
-            datasets.register(app, hot + "/", name="thief", version="1", adopt=True)
+            registration.register(app, hot + "/", name="thief", version="1", adopt=True)
         (tmp_path / "tiers/hot/dataset/a/1/extra/x.bin").unlink()
         assert [r.label for r in datasets.list_datasets(app)] == ["a@1"]
         for rel, payload in files.items():
@@ -186,21 +186,21 @@ def test_adopted_prefixes_may_not_nest_and_a_registration_may_not_land_inside_on
     try:
         make_tree(tmp_path / "tiers/warm/models/fraud/v3", 3, seed=17)
         warm = (tmp_path / "tiers/warm").as_uri()
-        datasets.register(app, f"{warm}/models/fraud/v3/", name="fraud", version="v3", kind="model", adopt=True)
+        registration.register(app, f"{warm}/models/fraud/v3/", name="fraud", version="v3", kind="model", adopt=True)
         for inner in ("models/fraud/", "models/fraud/v3/part-1/", "models/"):
             with pytest.raises(PrefixInUse, match="fraud@v3"):
-                datasets.register(app, f"{warm}/{inner}", name="other", version="1", adopt=True)
+                registration.register(app, f"{warm}/{inner}", name="other", version="1", adopt=True)
         # a dataset whose standard prefix sits inside an adopted one would be deleted with it by a move
         make_tree(tmp_path / "tiers/warm/dataset/x", 2, seed=18)
-        datasets.register(app, f"{warm}/dataset/x/", name="whole", version="1", adopt=True)
+        registration.register(app, f"{warm}/dataset/x/", name="whole", version="1", adopt=True)
         make_tree(tmp_path / "src", 2, seed=19)
         with pytest.raises(PrefixInUse, match="whole@1"):
-            datasets.register(app, str(tmp_path / "src"), name="x", version="1", tier="warm")
+            registration.register(app, str(tmp_path / "src"), name="x", version="1", tier="warm")
         # a prefix where another dataset goes when it is moved to this tier is refused too
-        datasets.register(app, str(tmp_path / "src"), name="y", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="y", version="1", tier="hot")
         make_tree(tmp_path / "tiers/warm/dataset/y/1", 2, seed=20)
         with pytest.raises(PrefixInUse, match="y@1"):
-            datasets.register(app, f"{warm}/dataset/y/1/", name="squatter", version="1", adopt=True)
+            registration.register(app, f"{warm}/dataset/y/1/", name="squatter", version="1", adopt=True)
         assert sorted(r.label for r in datasets.list_datasets(app)) == ["fraud@v3", "whole@1", "y@1"]
     finally:
         app.close()
@@ -231,7 +231,7 @@ def test_a_file_name_that_is_not_utf8_is_refused(data: dict[str, Any], tmp_path:
         with open(bytes(tmp_path / "src") + b"/caf\xe9.bin", "wb") as f:
             f.write(b"latin-1 name")
         with pytest.raises(InvalidName, match="not UTF-8"):
-            datasets.register(app, str(tmp_path / "src"), name="d", version="1")
+            registration.register(app, str(tmp_path / "src"), name="d", version="1")
         assert _rows(app) == [] and _objects(tmp_path) == []
     finally:
         app.close()
@@ -272,7 +272,7 @@ def test_a_member_path_of_1100_characters_is_refused_before_any_upload(data: dic
         deep.mkdir(parents=True)
         (deep / ("f" * 95)).write_bytes(b"deep")
         with pytest.raises(InvalidName, match="1100 characters, longer than 1024"):
-            datasets.register(app, str(tmp_path / "src"), name="d", version="1")
+            registration.register(app, str(tmp_path / "src"), name="d", version="1")
         assert _rows(app) == [] and _objects(tmp_path) == []
     finally:
         app.close()

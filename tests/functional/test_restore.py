@@ -19,7 +19,7 @@ import pytest
 from helpers import FixedClock, check_invariant, make_tree, open_app, read_all, run_cli, workspace_config, write_config
 from sqlalchemy import delete, func, select
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.app import App
 from tiering.catalog.models import AuditEntry, Member, MoveJob, MoveStep, Replica, Tier
 from tiering.errors import ArchivedObject, DatasetArchived, RestoreNotFound, UsageError
@@ -48,7 +48,7 @@ def clock() -> FixedClock:
 def archived(app: App, tmp_path: Path, name: str = "d", *, files: int = 20, seed: int = 1) -> dict[str, bytes]:
     """Register ``name@1`` on hot and move it to the packed cold tier; returns its files."""
     content = make_tree(tmp_path / f"src-{name}", files, seed=seed, max_size=60_000)
-    datasets.register(app, str(tmp_path / f"src-{name}"), name=name, version="1", tier="hot")
+    registration.register(app, str(tmp_path / f"src-{name}"), name=name, version="1", tier="hot")
     assert datasets.move(app, f"{name}@1", to="cold").state == "done"
     return content
 

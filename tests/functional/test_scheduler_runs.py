@@ -10,7 +10,7 @@ import pytest
 from helpers import FixedClock, make_tree, open_app, workspace_config
 from sqlalchemy import select
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.app import App
 from tiering.catalog.models import PolicyRun
 from tiering.scheduler import Scheduler
@@ -36,7 +36,7 @@ def app(tmp_path: Path, clock: FixedClock) -> Iterator[App]:
     data["schedule"] = {"timezone": "UTC", "nightly": "0 2 * * *"}
     a = open_app(data, clock=clock)
     make_tree(tmp_path / "src", 3)
-    datasets.register(a, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    registration.register(a, str(tmp_path / "src"), name="d", version="1", tier="hot")
     yield a
     a.close()
 

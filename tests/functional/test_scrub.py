@@ -17,7 +17,7 @@ import pytest
 from helpers import make_tree, open_app, read_all, run_cli, workspace_config, write_config
 from sqlalchemy import select, update
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.app import App
 from tiering.catalog.models import Dataset, MoveJob
 from tiering.errors import BackendError, Unreachable
@@ -81,8 +81,8 @@ def test_a_move_whose_destination_died_leaves_orphans_that_scrub_reports_and_fix
     d_files = make_tree(tmp_path / "d", 12, seed=1, min_size=1000)
     e_files = make_tree(tmp_path / "e", 5, seed=2, min_size=1000)
     app = open_app(workspace)
-    datasets.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
-    datasets.register(app, str(tmp_path / "e"), name="e", version="1", tier="warm")
+    registration.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
+    registration.register(app, str(tmp_path / "e"), name="e", version="1", tier="warm")
     app.close()
 
     def dying_warm(tier: str, backend: Backend) -> Backend:
@@ -139,7 +139,7 @@ def test_the_scrub_command_prints_one_line_per_finding_and_a_summary_and_exits_1
     config = write_config(tmp_path, workspace)
     app = open_app(workspace)
     try:
-        datasets.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
         app.backend("hot").put("model/old/2/w.bin", io.BytesIO(b"w" * 10), size=10)
     finally:
         app.close()
@@ -176,7 +176,7 @@ def test_a_deep_scrub_finds_a_replica_whose_bytes_changed_and_fix_never_touches_
     files = make_tree(tmp_path / "d", 6, seed=4, min_size=100)
     app = open_app(workspace)
     try:
-        datasets.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
         victim = sorted(files)[2]
         path = tmp_path / "tiers/hot/dataset/d/1" / victim
         raw = bytearray(path.read_bytes())
@@ -196,8 +196,8 @@ def test_stale_registrations_and_jobs_no_lease_drives_are_reported(tmp_path: Pat
     make_tree(tmp_path / "d", 3, seed=5)
     app = open_app(workspace)
     try:
-        datasets.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
-        datasets.register(app, str(tmp_path / "d"), name="r", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "d"), name="r", version="1", tier="hot")
         job_id = datasets.Executor(app).create_job(_dataset_id(app, "d"), "warm")
         long_ago = app.now() - dt.timedelta(hours=3)
         with app.catalog.session() as s:

@@ -11,7 +11,7 @@ from helpers import make_tree, read_all, workspace_config, write_config
 from sqlalchemy import select
 from test_cli import run
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.app import App
 from tiering.catalog.models import MoveStep, Tier
 from tiering.config import config_from_dict
@@ -40,7 +40,7 @@ def test_a_move_between_two_tiers_on_one_directory_keeps_every_byte_and_says_why
 ) -> None:
     files = make_tree(tmp_path / "src", 12, seed=5)
     with _app_with_warm_on_hots_directory(tmp_path, through_symlink=through_symlink) as app:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         outcome = datasets.move(app, "d@1", to="warm")
         assert outcome.state == "committed"
         assert outcome.error is not None and "refused to delete source" in outcome.error
@@ -63,7 +63,7 @@ def test_a_move_between_two_tiers_on_one_directory_keeps_every_byte_and_says_why
 def test_a_move_between_two_distinct_directories_still_deletes_its_source(tmp_path: Path) -> None:
     files = make_tree(tmp_path / "src", 4, seed=6)
     with App.open(config_from_dict(workspace_config(tmp_path), source="test"), create=True) as app:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         assert datasets.move(app, "d@1", to="warm").state == "done"
     for rel, data in files.items():
         assert not (tmp_path / "tiers" / "hot" / "dataset" / "d" / "1" / rel).exists()

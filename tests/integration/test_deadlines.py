@@ -18,7 +18,7 @@ import pytest
 from helpers import check_invariant, make_tree, open_app, run_cli, workspace_config, write_config
 from servers import SeaweedServer
 
-from tiering import datasets
+from tiering import datasets, registration
 
 
 class StallingProxy:
@@ -127,7 +127,7 @@ def test_sigterm_stops_a_move_blocked_on_a_silent_endpoint_in_seconds_and_resume
     files = make_tree(tmp_path / "src", 12, seed=5, max_size=100_000)
     app = open_app(data)
     try:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         proxy.stalling = True
         move = subprocess.Popen([sys.executable, "-m", "tiering", "--config", str(config), "move", "d", "--to", "warm"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

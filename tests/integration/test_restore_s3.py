@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from helpers import FixedClock, check_invariant, make_tree, open_app, workspace_config
 from servers import MotoServer, SeaweedServer
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.app import App
 from tiering.errors import DatasetArchived
 from tiering.restore.dispatch import dispatch_restores
@@ -96,7 +96,7 @@ def test_a_packed_seaweedfs_archive_restores_to_a_second_seaweedfs_and_expires(
     files = source_tree(tmp_path)
     app: App = open_app(workspace_config(tmp_path, tiers=tiers), clock=clock, backend_wrapper=recording(recorders))
     try:
-        datasets.register(app, str(tmp_path / "src"), name="imagenet-mini", version="2024-01", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="imagenet-mini", version="2024-01", tier="hot")
         assert datasets.move(app, "imagenet-mini@2024-01", to="cold").state == "done"
         cold_client = bucket.server.client()
         cold_keys = sorted(o["Key"] for o in cold_client.list_objects_v2(Bucket=bucket.name)["Contents"])
@@ -153,7 +153,7 @@ def test_a_glacier_archive_on_moto_is_restored_with_restore_object_then_read(
     files = source_tree(tmp_path)
     app: App = open_app(workspace_config(tmp_path, tiers=tiers), clock=clock, backend_wrapper=recording(recorders))
     try:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         assert datasets.move(app, "d@1", to="cold").state == "done"
         client = moto_server.client()
         objects = [o["Key"] for o in client.list_objects_v2(Bucket=cold_bucket)["Contents"]
@@ -201,7 +201,7 @@ def test_packing_restore_and_sweep_work_the_same_on_a_postgres_catalog(tmp_path:
     files = make_tree(tmp_path / "src", 30, seed=33, max_size=60_000)
     app: App = open_app(data, clock=clock)
     try:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         assert datasets.move(app, "d@1", to="cold").state == "done"
         assert any("/_shards/" in i.key for i in app.backend("cold").list(""))
         for days in (2, 4, 3):

@@ -13,7 +13,7 @@ import pytest
 from helpers import make_tree, open_app, workspace_config, write_config
 from sqlalchemy import select, text
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.catalog.leader import LeaderFence
 from tiering.catalog.models import LeaderEpoch, PolicyRun
 from tiering.errors import NotLeader
@@ -57,7 +57,7 @@ def test_two_schedulers_on_one_postgres_catalog_run_the_night_exactly_once(
     policy.write_text(EVERYTHING_DOWN)
     app = open_app(data)
     make_tree(tmp_path / "src", 4)
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
 
     def runs() -> list[PolicyRun]:
         with app.catalog.session() as s:
@@ -120,7 +120,7 @@ def test_a_leader_whose_lock_connection_is_killed_steps_down_in_seconds_and_its_
     policy.write_text(EVERYTHING_DOWN)
     app = open_app(data)
     make_tree(tmp_path / "src", 4)
-    datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+    registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     logs = [tmp_path / f"s{i}.log" for i in range(2)]
     procs = [start_scheduler(config, policy, log, now=False) for log in logs]
     try:

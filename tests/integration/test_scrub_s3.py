@@ -12,7 +12,7 @@ import pytest
 from helpers import make_tree, open_app, run_cli, workspace_config, write_config
 from servers import SeaweedServer, free_ports
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.transfer.hashing import xxh3_bytes
 
 
@@ -33,8 +33,8 @@ def test_scrub_reports_and_fixes_an_orphan_and_an_unfinished_upload_on_seaweed(
     e_files = make_tree(tmp_path / "e", 4, seed=12, min_size=100)
     app = open_app(data)
     try:
-        datasets.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
-        datasets.register(app, str(tmp_path / "e"), name="e", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "e"), name="e", version="1", tier="hot")
     finally:
         app.close()
 
@@ -90,7 +90,7 @@ def test_verify_with_the_endpoint_down_prints_one_line_per_cause_with_a_count(
     make_tree(tmp_path / "d", 40, seed=13, max_size=2000)
     app = open_app(data)
     try:
-        datasets.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "d"), name="d", version="1", tier="hot")
     finally:
         app.close()
     hot["endpoint"] = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there

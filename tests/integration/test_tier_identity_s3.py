@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from helpers import make_tree, workspace_config
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.app import App
 from tiering.config import config_from_dict
 from tiering.errors import ConfigError
@@ -42,7 +42,7 @@ def test_a_move_between_two_s3_tiers_on_one_bucket_keeps_every_object(
     config = config.model_copy(update={"tiers": {**config.tiers, "warm": shared}})
     files = make_tree(tmp_path / "src", 8, seed=9, min_size=1)
     with App.open(config, create=True) as app:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         outcome = datasets.move(app, "d@1", to="warm")
         assert outcome.state == "committed"
         assert outcome.error is not None and "refused to delete source" in outcome.error

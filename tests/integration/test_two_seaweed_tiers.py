@@ -12,7 +12,7 @@ import pytest
 from helpers import check_invariant, make_tree, open_app, run_cli, workspace_config, write_config
 from servers import SeaweedServer
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.storage import FaultyBackend
 from tiering.storage.base import Backend
 
@@ -24,7 +24,7 @@ def _register_and_move_round_trip(tmp_path: Path, data: dict[str, Any]) -> None:
     (tmp_path / "src/weights/model.bin").write_bytes(files["weights/model.bin"])
     app = open_app(data)
     try:
-        r = datasets.register(app, str(tmp_path / "src"), name="imagenet-mini", version="2024-01", tier="hot",
+        r = registration.register(app, str(tmp_path / "src"), name="imagenet-mini", version="2024-01", tier="hot",
                           tags={"team": "vision"})
         assert r.members == len(files)
         assert datasets.move(app, "imagenet-mini@2024-01", to="warm").state == "done"
@@ -72,7 +72,7 @@ def test_bytes_corrupted_on_the_way_to_seaweed_are_refused_before_they_are_store
 
     app = open_app(workspace_config(tmp_path, tiers=s3_tiers), backend_wrapper=corrupt_warm)
     try:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         outcome = datasets.move(app, "d@1", to="warm")
         assert outcome.state == "failed" and "checksum_mismatch" in (outcome.error or "")
         assert "nothing was stored" in (outcome.error or "")  # refused before the write, not found by a re-read
@@ -95,7 +95,7 @@ def test_a_second_client_reads_our_bytes_and_digest_metadata(
     files = make_tree(tmp_path / "src", 3, seed=22, min_size=1)
     app = open_app(workspace_config(tmp_path, tiers=s3_tiers))
     try:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     finally:
         app.close()
     bucket, _, prefix = s3_tiers["hot"]["backend"][5:].partition("/")
@@ -127,7 +127,7 @@ def test_kill_9_during_a_move_between_seaweed_servers_then_resume(
     (tmp_path / "src/big.bin").write_bytes(big)
     app = open_app(data)
     try:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
     finally:
         app.close()
     crashed = run_cli(config, "move", "d@1", "--to", "warm", "--no-progress", crash_at=point)
@@ -198,7 +198,7 @@ def test_modes_times_links_and_empty_directories_survive_a_move_to_seaweed_and_b
     app = open_app(workspace_config(tmp_path, tiers=tiers))
     on_disk = tmp_path / "nvme/dataset/d/1"
     try:
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         check_tree(on_disk, want)
         assert datasets.move(app, "d@1", to="warm").state == "done"
         assert not (tmp_path / "nvme/dataset").exists()

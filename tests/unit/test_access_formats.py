@@ -17,20 +17,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tiering.access.events import MAX_MALFORMED_EXAMPLES
+from tiering.access.events import Clock as _Clock
+from tiering.access.events import parse_clf as _parse_clf
 from tiering.access.formats import (
     FORMATS,
-    MAX_MALFORMED_EXAMPLES,
     AccessEvent,
     IngestStats,
     UnknownAccessFormat,
-    _Clock,
-    _minio_classic_head,
-    _parse_clf,
     iter_events,
     iter_object_reads,
     parse_lines,
     parse_s3_event_document,
 )
+from tiering.access.minio_audit import _minio_classic_head
 from tiering.errors import UsageError
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "access"

@@ -12,21 +12,12 @@ from typing import Any
 import pytest
 
 from tiering.errors import PolicyError, TierNotFound
+from tiering.lifecycle.criteria import check_policy_against_tiers
+from tiering.lifecycle.explain import Plan, explain
+from tiering.lifecycle.inputs import DatasetFacts, Pin, TierFacts, dataset_facts, heat
 from tiering.lifecycle.model import Policy, parse_policy
-from tiering.lifecycle.planner import (
-    WATERMARK_RULE,
-    DatasetFacts,
-    MoveCause,
-    Outcome,
-    Pin,
-    Plan,
-    TierFacts,
-    check_policy_against_tiers,
-    dataset_facts,
-    explain,
-    heat,
-    plan_moves,
-)
+from tiering.lifecycle.outcomes import WATERMARK_RULE, MoveCause, Outcome
+from tiering.lifecycle.planner import plan_moves
 
 NOW = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)
 TiB = 2**40

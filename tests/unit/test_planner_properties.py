@@ -10,8 +10,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tiering.lifecycle.explain import Plan
+from tiering.lifecycle.inputs import DatasetFacts, Pin, TierFacts, heat
 from tiering.lifecycle.model import Policy, parse_policy
-from tiering.lifecycle.planner import DatasetFacts, Pin, Plan, TierFacts, heat, plan_moves
+from tiering.lifecycle.planner import plan_moves
 
 NOW = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 GiB = 2**30

@@ -15,8 +15,10 @@ from test_config_hardening import BILLION_LAUGHS, run
 from test_planner_properties import NOW, datasets, tier_facts
 
 from tiering.errors import PolicyError
+from tiering.lifecycle.explain import explain
+from tiering.lifecycle.inputs import DatasetFacts
 from tiering.lifecycle.model import load_policy, parse_policy
-from tiering.lifecycle.planner import DatasetFacts, explain, plan_moves
+from tiering.lifecycle.planner import plan_moves
 
 GiB = 2**30
 

@@ -3,7 +3,7 @@
 Objects live at ``<tier prefix>/<kind>/<name>/<version>/<relative path>`` (DESIGN section 4), so a
 key belongs to the dataset whose prefix it starts with. :class:`DatasetPrefixIndex` answers that in
 a few dictionary probes, however many datasets there are. :class:`ReadCounter` folds a stream of
-:class:`~tiering.access.formats.AccessEvent` into one count per (dataset, UTC day), so the catalog
+:class:`~tiering.access.events.AccessEvent` into one count per (dataset, UTC day), so the catalog
 takes one upsert per dataset-day instead of one write per read.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Generic, TypeVar
 
-from tiering.access.formats import AccessEvent, ObjectRead
+from tiering.access.events import AccessEvent, ObjectRead
 from tiering.errors import UsageError
 
 IdT = TypeVar("IdT", bound=Hashable)

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tiering.access.ingest import ingest_s3_event_document, prefix_index
 from tiering.app import App
 from tiering.errors import ConfigError, TieringError
-from tiering.lifecycle.nightly import ingest_s3_event_document, prefix_index
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,19 @@ class JobPurpose(StrEnum):
     RESTORE = "restore"
 
 
+class DatasetState(StrEnum):
+    """``datasets.state``; the values are the strings the catalog stores."""
+
+    REGISTERING = "registering"  # a registration owns the row and is uploading; never read or moved
+    ACTIVE = "active"
+    MOVING = "moving"  # a move job is copying it; still read from its home tier
+    DELETED = "deleted"
+
+
+#: datasets the planner sees (a moving one is planned as busy)
+PLANNED_DATASET_STATES = (DatasetState.ACTIVE, DatasetState.MOVING)
+
+
 class StepState(StrEnum):
     PLANNED = "planned"
     COPYING = "copying"

@@ -268,7 +268,7 @@ def register(
       tiering register ./imagenet-mini --name imagenet-mini --version 2024-01 --tier hot --tag team=vision
       tiering register s3://warm-bucket/models/fraud/v3/ --name fraud --version v3 --kind model --adopt
     """
-    from tiering.datasets import register as do_register
+    from tiering.registration import register as do_register
 
     app = c.app()
     with progress_display(f"register {name}@{version}", _show_progress(json_out, progress)) as prog:

@@ -47,8 +47,9 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
         Tier names are checked against the config's tiers unless --no-tiers is given or no config file is found.
         """
         from tiering.config import find_config_path
+        from tiering.lifecycle.criteria import check_policy_against_tiers
+        from tiering.lifecycle.inputs import TierFacts
         from tiering.lifecycle.model import load_policy
-        from tiering.lifecycle.planner import TierFacts, check_policy_against_tiers
 
         tiers: list[TierFacts] | None = None
         if against_tiers or (against_tiers is None and find_config_path(c.config_path).is_file()):
@@ -149,7 +150,7 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     @pass_ctx
     def pin(c: Context, label: str, tier: str, until: str, reason: str, json_out: bool) -> None:
         """Pin NAME[@VERSION] on TIER (or hotter) until a date: policies will not move it below."""
-        from tiering.lifecycle.nightly import pin as do_pin
+        from tiering.lifecycle.pins import pin as do_pin
 
         until_at = _parse_at(until)
         assert until_at is not None
@@ -158,7 +159,7 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
             emit_json(row)
         else:
             click.echo(f"pinned {row.dataset} on {row.tier} or hotter until {row.until[:10]}")
-            from tiering.lifecycle.nightly import pin_is_above
+            from tiering.lifecycle.pins import pin_is_above
 
             if pin_is_above(c.app(), row):
                 click.echo(f"note: {row.dataset} is on {row.current_tier} now; a pin only stops it from going lower. "
@@ -170,7 +171,7 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     @pass_ctx
     def unpin(c: Context, label: str, tier: str | None) -> None:
         """Remove the pins of NAME[@VERSION]."""
-        from tiering.lifecycle.nightly import unpin as do_unpin
+        from tiering.lifecycle.pins import unpin as do_unpin
 
         n = do_unpin(c.app(), label, tier=tier)
         click.echo(f"removed {n} pin(s)")
@@ -180,7 +181,7 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     @pass_ctx
     def pins(c: Context, json_out: bool) -> None:
         """List pins."""
-        from tiering.lifecycle.nightly import list_pins
+        from tiering.lifecycle.pins import list_pins
 
         rows = list_pins(c.app())
         if json_out:
@@ -196,7 +197,7 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     def report(c: Context, policy_path: str | None, json_out: bool) -> None:
         """Per tier: datasets, bytes, capacity used, cost per month, and a heat histogram."""
         from tiering.lifecycle.nightly import load_active_policy
-        from tiering.lifecycle.nightly import report as do_report
+        from tiering.lifecycle.report import report as do_report
 
         app = c.app()
         r = do_report(app, policy=load_active_policy(app, policy_path))
@@ -242,7 +243,7 @@ def register_commands(cli: click.Group) -> None:  # noqa: C901 - one place that 
     @pass_ctx
     def access_import(c: Context, file: str, fmt: str, json_out: bool) -> None:
         """Count the reads in FILE ('-' for stdin). HEAD, LIST, writes and errors are not reads."""
-        from tiering.lifecycle.nightly import ingest_access
+        from tiering.access.ingest import ingest_access
 
         app = c.app()
         try:

@@ -18,10 +18,10 @@ from sqlalchemy import Connection, Executable, Float, Text, case, cast, func, li
 from sqlalchemy.orm import Session
 
 from tiering.catalog.models import AccessDaily, Dataset, MoveJob, Pin, RestoreRequest, Tier, UTCDateTime
-from tiering.catalog.states import UNFINISHED_JOB_STATES
+from tiering.catalog.states import PLANNED_DATASET_STATES, UNFINISHED_JOB_STATES, DatasetState
 from tiering.catalog.usage import tier_usage
-from tiering.lifecycle.planner import DatasetFacts, TierFacts, dataset_facts
-from tiering.lifecycle.planner import Pin as PinFact
+from tiering.lifecycle.inputs import DatasetFacts, TierFacts, dataset_facts
+from tiering.lifecycle.inputs import Pin as PinFact
 
 #: reads older than this many half-lives weigh < 0.1% in the heat; they are not summed
 HEAT_HORIZON_HALF_LIVES = 10
@@ -71,7 +71,7 @@ def gather_dataset_facts(
             Dataset.size_bytes, Dataset.created_at, Dataset.home_since, cast(Dataset.tags, Text),
             Dataset.last_access_at, Dataset.state,
         )
-        .where(Dataset.state.in_(["active", "moving"]))
+        .where(Dataset.state.in_(PLANNED_DATASET_STATES))
         .order_by(Dataset.id)
     )
     if dataset_ids is not None:
@@ -95,7 +95,7 @@ def gather_dataset_facts(
             counts, heat = reads.get(ds_id, never_read)
             append(dataset_facts(
                 ds_id, name, version, kind, owner, tier_names[tier_id], size, created, since, tags, last, counts,
-                heat, pins_of.get(ds_id, ()), ds_id in busy or state == "moving",
+                heat, pins_of.get(ds_id, ()), ds_id in busy or state == DatasetState.MOVING,
             ))
     return out
 
@@ -106,10 +106,10 @@ ROWS_PER_FETCH = 20_000
 
 def _driver_rows(conn: Connection, stmt: Executable) -> Iterator[Sequence[Any]]:
     """The rows of ``stmt`` in chunks, as the DBAPI cursor returns them: plain tuples, none of SQLAlchemy's
-    per-row and per-value work (a third of the time over 10^6 rows).
+    per-row and per-value work (measured in bench/).
 
-    The result is not streamed from the server (PostgreSQL sends it whole; at 10^6 datasets that is about
-    300 MB in the driver, and faster than a server-side cursor), and SQLAlchemy's default fetch strategy
+    The result is not streamed from the server (PostgreSQL sends it whole, which measured faster than a
+    server-side cursor in bench/), and SQLAlchemy's default fetch strategy
     reads nothing ahead, so the cursor's rows are all the rows.
     """
     result = conn.execute(stmt)

@@ -36,7 +36,7 @@ found, one line each): unknown keys and criteria, operators, sizes, rule names (
 distinct, watermarks given together with ``0 < low < high <= 1``, the window written ``HH:MM-HH:MM``.
 Every number is bounded (days at most ``MAX_DAYS``, sizes and counts at most 2**63-1, never inf or NaN), so
 whatever validates can be planned. What it cannot check, because a policy does not know the configured tiers:
-that tier names exist. :func:`tiering.lifecycle.planner.check_policy_against_tiers` does that, before every plan
+that tier names exist. :func:`tiering.lifecycle.criteria.check_policy_against_tiers` does that, before every plan
 and in ``tiering policy check`` whenever a config is found.
 """
 

@@ -1,7 +1,7 @@
-"""Use cases of the lifecycle: access ingestion, plan, why, pins, report, and the nightly cycle.
+"""Use cases of the lifecycle: plan, why, policy runs and the nightly cycle (pins are in :mod:`.pins`, the
+report in :mod:`.report`, access ingestion in :mod:`tiering.access.ingest`).
 
-The CLI (``tiering plan/why/apply/pin/report/access import``), the scheduler and the HTTP event endpoint
-call these functions; none of them parse arguments or print.
+The CLI (``tiering plan/why/apply/runs``) and the scheduler call these functions; none of them parse arguments or print.
 """
 
 from __future__ import annotations
@@ -10,40 +10,29 @@ import contextlib
 import datetime as dt
 import gc
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
-from itertools import islice
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from tiering.access.formats import (
-    OBJECT_READ_FORMATS,
-    IngestStats,
-    iter_events,
-    iter_object_reads,
-    parse_s3_event_document,
-)
-from tiering.access.keys import DatasetPrefixIndex, ReadCounter
-from tiering.access.record import record_reads
 from tiering.app import App
 from tiering.catalog.leader import LeaderFence, check_fence
-from tiering.catalog.models import AuditEntry, Dataset, Pin, PolicyRun, Tier
+from tiering.catalog.models import AuditEntry, PolicyRun
 from tiering.catalog.usage import fold_tier_usage
 from tiering.datasets import find_dataset
 from tiering.errors import ConflictError, NotLeader, TieringError, UsageError
-from tiering.layout import dataset_prefix
+from tiering.lifecycle.criteria import check_policy_against_tiers
+from tiering.lifecycle.explain import Plan, explain
 from tiering.lifecycle.facts import gather_dataset_facts, gather_tier_facts
 from tiering.lifecycle.model import Policy, load_policy
-from tiering.lifecycle.planner import Plan, check_policy_against_tiers, explain, plan_moves
+from tiering.lifecycle.planner import plan_moves
 from tiering.moves.executor import Executor, JobOutcome
 
 #: events rolled up per catalog transaction during an import (a batch is applied whole or not at all)
-INGEST_BATCH_LINES = 250_000
 
 
 # ------------------------------------------------------------------------------------------ policy
@@ -127,196 +116,6 @@ def why(app: App, label: str, *, policy: Policy, now: dt.datetime | None = None)
     plan = make_plan(app, policy=policy, now=now)
     decision = plan.decisions[ds_id]
     return explain(plan, ds_id), decision.to_json()
-
-
-# ------------------------------------------------------------------------------------------ pins
-
-
-@dataclass
-class PinRow:
-    dataset: str
-    tier: str
-    until: str
-    reason: str
-    actor: str
-    #: where the dataset is now; when colder than ``tier`` the pin keeps it from sinking further but does
-    #: not bring it up: that is a `tiering move` (or a restore from an archive tier)
-    current_tier: str = ""
-
-
-def pin(app: App, label: str, *, tier: str, until: dt.datetime, reason: str = "") -> PinRow:
-    """Keep ``label`` on ``tier`` or hotter until ``until`` (UTC). A new pin on the same tier replaces the old."""
-    app.config.tier(tier)
-    now = app.now()
-    if until <= now:
-        raise UsageError(f"--until {until.date()} is in the past")
-    with app.catalog.session() as s:
-        ds = find_dataset(s, label)
-        tier_row = s.scalars(select(Tier).where(Tier.name == tier)).one()
-        s.execute(delete(Pin).where(Pin.dataset_id == ds.id, Pin.tier_id == tier_row.id))
-        s.add(Pin(dataset_id=ds.id, tier_id=tier_row.id, until=until, reason=reason, actor=app.actor, created_at=now))
-        s.add(AuditEntry(at=now, actor=app.actor, action="pin", dataset_id=ds.id, dataset_label=ds.label,
-                         to_tier=tier, result="ok", detail={"until": until.isoformat(), "reason": reason}))
-        return PinRow(ds.label, tier, until.isoformat(), reason, app.actor, ds.home_tier.name)
-
-
-def unpin(app: App, label: str, *, tier: str | None = None) -> int:
-    """Remove the pins of ``label`` (only the one on ``tier`` when given). Returns how many were removed."""
-    now = app.now()
-    with app.catalog.session() as s:
-        ds = find_dataset(s, label)
-        stmt = delete(Pin).where(Pin.dataset_id == ds.id)
-        if tier is not None:
-            app.config.tier(tier)
-            stmt = stmt.where(Pin.tier_id == select(Tier.id).where(Tier.name == tier).scalar_subquery())
-        n = int(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
-        s.add(AuditEntry(at=now, actor=app.actor, action="unpin", dataset_id=ds.id, dataset_label=ds.label,
-                         from_tier=tier, result="ok", detail={"removed": n}))
-        return n
-
-
-def list_pins(app: App) -> list[PinRow]:
-    with app.catalog.session() as s:
-        rows = s.execute(
-            select(Dataset.name, Dataset.version, Tier.name, Pin.until, Pin.reason, Pin.actor)
-            .join(Dataset, Dataset.id == Pin.dataset_id).join(Tier, Tier.id == Pin.tier_id)
-            .order_by(Dataset.name, Dataset.version)
-        ).all()
-    return [PinRow(f"{n}@{v}", t, u.isoformat(), r, a) for n, v, t, u, r, a in rows]
-
-
-def pin_is_above(app: App, row: PinRow) -> bool:
-    """True when the dataset sits on a tier colder than its pin."""
-    return bool(row.current_tier) and app.config.tier(row.current_tier).rank > app.config.tier(row.tier).rank
-
-
-# ------------------------------------------------------------------------------------------ access
-
-
-@dataclass
-class IngestResult:
-    lines: int = 0
-    events: int = 0
-    counted: int = 0
-    unmatched: int = 0
-    skipped_non_read: int = 0
-    malformed: int = 0
-    malformed_examples: list[dict[str, Any]] = field(default_factory=list)
-    datasets: int = 0
-    seconds: float = 0.0
-
-
-def prefix_index(app: App) -> DatasetPrefixIndex[int]:
-    """(bucket, key prefix) -> dataset id for every dataset on an S3 tier (where access logs come from)."""
-    index: DatasetPrefixIndex[int] = DatasetPrefixIndex()
-    s3_tiers = {}
-    for name, tc in app.config.tiers.items():
-        if tc.scheme == "s3":
-            u = urlparse(tc.backend)
-            s3_tiers[name] = (u.netloc, u.path.strip("/"))
-    if not s3_tiers:
-        return index
-    with app.catalog.session() as s:
-        rows = s.execute(
-            select(Dataset.id, Dataset.kind, Dataset.name, Dataset.version, Dataset.location_prefix, Tier.name)
-            .join(Tier, Tier.id == Dataset.home_tier_id)
-            .where(Dataset.state != "deleted")
-        ).all()
-    for ds_id, kind, name, version, location, tier in rows:
-        # a dataset read on any S3 tier counts (a staged restore copy, the home copy, a stale client)
-        for tier_name, (bucket, tier_prefix) in s3_tiers.items():
-            rel = location if (location and tier_name == tier) else dataset_prefix(kind, name, version)
-            full = f"{tier_prefix}/{rel}" if tier_prefix else rel
-            index.add(bucket, full, ds_id)
-    return index
-
-
-def own_principals(app: App) -> set[str]:
-    """Access key ids tiering itself uses on its S3 tiers: its own GETs (copies, verification) are not reads."""
-    keys: set[str] = set()
-    for name, tc in app.config.tiers.items():
-        if tc.credentials is None:
-            continue
-        try:
-            keys.add(tc.credentials.resolve(name).access_key_id)
-        except TieringError:
-            continue  # credentials not available to this process: nothing to filter by
-    return keys
-
-
-def _label_resolver(app: App) -> Any:
-    cache: dict[str, int | None] = {}
-
-    def resolve(label: str) -> int | None:
-        if label not in cache:
-            try:
-                with app.catalog.session() as s:
-                    cache[label] = find_dataset(s, label).id
-            except TieringError:
-                cache[label] = None
-        return cache[label]
-
-    return resolve
-
-
-def ingest_access(app: App, lines: Iterable[str], fmt: str) -> IngestResult:
-    """Count the reads in ``lines`` (a log in format ``fmt``) into the catalog's daily roll-up.
-
-    Malformed lines are counted and reported, never fatal. Reads are written once per dataset-day, in
-    transactions of up to ``INGEST_BATCH_LINES`` lines: each batch is applied whole or not at all.
-    Raises :class:`~tiering.access.formats.UnknownAccessFormat` before reading a line if ``fmt`` is not a format.
-    """
-    started = dt.datetime.now(dt.UTC)
-    stats = IngestStats()
-    counter: ReadCounter[int] = ReadCounter(
-        prefix_index(app), resolve_label=_label_resolver(app), ignore_principals=own_principals(app)
-    )
-    result = IngestResult()
-    touched: set[int] = set()
-
-    def flush() -> None:
-        batch = counter.drain()
-        if batch.counts:
-            with app.catalog.session() as s:
-                record_reads(s, batch.counts, last_seen=batch.last_seen)
-            touched.update(ds for ds, _ in batch.counts)
-
-    remaining = iter(lines)
-    while True:
-        lines_before = stats.lines
-        batch_lines = islice(remaining, INGEST_BATCH_LINES)
-        if fmt in OBJECT_READ_FORMATS:  # same counts as the general path, without an AccessEvent per read
-            counter.add_object_reads(iter_object_reads(batch_lines, fmt, stats, first_line_no=lines_before + 1))
-        else:
-            counter.add_all(iter_events(batch_lines, fmt, stats, first_line_no=lines_before + 1))
-        flush()
-        if stats.lines - lines_before < INGEST_BATCH_LINES:
-            break  # the log ended inside this batch
-    result.lines, result.events = stats.lines, stats.events
-    result.skipped_non_read, result.malformed = stats.skipped_non_read, stats.malformed
-    result.malformed_examples = [
-        {"line": m.line_no, "reason": m.reason, "excerpt": m.excerpt} for m in stats.malformed_examples
-    ]
-    result.counted, result.unmatched = counter.counted, counter.unmatched
-    result.datasets = len(touched)
-    result.seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
-    return result
-
-
-def ingest_s3_event_document(
-    app: App, body: bytes | str, *, index: DatasetPrefixIndex[int] | None = None
-) -> IngestResult:
-    """One S3 / MinIO bucket-notification webhook body (``{"Records": [...]}``) into the roll-up."""
-    events, stats = parse_s3_event_document(body)
-    counter: ReadCounter[int] = ReadCounter(index or prefix_index(app), ignore_principals=own_principals(app))
-    counter.add_all(events)
-    batch = counter.drain()
-    if batch.counts:
-        with app.catalog.session() as s:
-            record_reads(s, batch.counts, last_seen=batch.last_seen)
-    return IngestResult(lines=stats.lines, events=stats.events, counted=counter.counted, unmatched=counter.unmatched,
-                        skipped_non_read=stats.skipped_non_read, malformed=stats.malformed,
-                        datasets=len({ds for ds, _ in batch.counts}))
 
 
 # ------------------------------------------------------------------------------------------ nightly cycle
@@ -464,40 +263,3 @@ def policy_runs(app: App, *, limit: int = 20) -> list[dict[str, Any]]:
              "done": r.done, "failed": r.failed, "bytes_moved": r.bytes_moved, "policy": r.policy_path}
             for r in s.scalars(select(PolicyRun).order_by(PolicyRun.id.desc()).limit(limit))
         ]
-
-
-# ------------------------------------------------------------------------------------------ report
-
-
-HEAT_BUCKETS = (0.0, 0.5, 2.0, 8.0, 32.0, float("inf"))
-
-
-def report(app: App, *, policy: Policy, now: dt.datetime | None = None) -> dict[str, Any]:
-    """Per tier: datasets, bytes, capacity used, cost per month; a heat histogram of datasets per tier."""
-    from tiering.datasets import tier_usage
-
-    at = now or app.now()
-    usage = tier_usage(app)
-    with app.catalog.session() as s:
-        facts = gather_dataset_facts(s, now=at, half_life_days=policy.heat_half_life_days, windows=(30,))
-        total_datasets = s.scalar(select(func.count(Dataset.id)).where(Dataset.state != "deleted")) or 0
-    bounds = list(zip(HEAT_BUCKETS, HEAT_BUCKETS[1:], strict=False))
-    labels = [f"{lo:g}-{hi:g}" if hi != float("inf") else f">={lo:g}" for lo, hi in bounds]
-    histogram: dict[str, dict[str, int]] = {u.name: dict.fromkeys(labels, 0) for u in usage}
-    for f in facts:
-        for label, lo, hi in zip(labels, HEAT_BUCKETS, HEAT_BUCKETS[1:], strict=False):
-            if lo <= f.heat < hi:
-                histogram.setdefault(f.home_tier, dict.fromkeys(labels, 0))[label] += 1
-                break
-    tiers = [
-        {"name": u.name, "rank": u.rank, "datasets": u.datasets, "used_bytes": u.used_bytes,
-         "capacity_bytes": u.capacity_bytes,
-         "used_pct": round(100 * u.used_bytes / u.capacity_bytes, 2) if u.capacity_bytes else None,
-         "cost_per_month": round(u.cost_per_month, 2), "heat_histogram": histogram.get(u.name, {})}
-        for u in usage
-    ]
-    return {
-        "at": at.isoformat(), "datasets": total_datasets,
-        "cost_per_month": round(sum(u.cost_per_month for u in usage), 2),
-        "heat_half_life_days": policy.heat_half_life_days, "tiers": tiers,
-    }
