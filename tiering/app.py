@@ -11,14 +11,15 @@ import os
 import socket
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tiering.catalog.db import Catalog, check_schema, create_catalog_engine, migrate
 from tiering.catalog.models import Dataset, Replica, Tier
-from tiering.config import Config, TierConfig, backend_identity
-from tiering.errors import TierBackendChanged, TierNotFound
+from tiering.config import Config, TierConfig, backend_identity, redact_userinfo
+from tiering.errors import ConfigError, TierBackendChanged, TierNotFound
 from tiering.storage.base import Backend
 
 Clock = Callable[[], dt.datetime]
@@ -40,6 +41,18 @@ def _build_backend(name: str, tier: TierConfig, config: Config) -> Backend:
     from tiering.storage import open_backend
 
     return open_backend(name, tier, config.transfer)
+
+
+def check_backend_schemes(config: Config) -> None:
+    """Raise :class:`ConfigError` naming the first tier whose backend URL no backend kind serves."""
+    from tiering.storage import registry
+
+    known = registry.registered_schemes()
+    for name, tier in config.tiers.items():
+        if urlparse(tier.backend).scheme not in known:
+            listed = ", ".join(f"{s}://" for s in known)
+            raise ConfigError(f"tiers.{name}.backend: expected a URL starting with one of {listed}, "
+                              f"got {redact_userinfo(tier.backend)!r}")
 
 
 def _holds_copies(session: Session, tier_id: int) -> bool:
@@ -74,6 +87,7 @@ class App:
         Raises :class:`~tiering.errors.TierBackendChanged` when a tier that holds copies now points at another
         place than the catalog recorded, unless the tier is in ``accept_changes`` (see :meth:`sync_tiers`).
         """
+        check_backend_schemes(config)
         engine = create_catalog_engine(config.catalog_url())
         if create:
             migrate(engine)

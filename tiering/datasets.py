@@ -25,10 +25,10 @@ from sqlalchemy.orm import Session
 from tiering.access.record import record_read
 from tiering.app import App
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, Replica, Tier, TreeEntry
+from tiering.catalog.queries import find_dataset as find_dataset
 from tiering.catalog.states import TRUSTED_REPLICA_STATES, DatasetState
 from tiering.catalog.usage import tier_usage as counted_tier_usage
 from tiering.errors import (
-    DatasetNotFound,
     PathNotFound,
     TieringError,
     UsageError,
@@ -36,7 +36,6 @@ from tiering.errors import (
 from tiering.layout import (
     check_kind,
     dataset_prefix,
-    parse_label,
 )
 from tiering.moves.executor import Executor, JobOutcome
 from tiering.storage.base import Location
@@ -50,20 +49,6 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------ lookups
-
-
-def find_dataset(session: Session, label: str) -> Dataset:
-    """``name@version`` or ``name`` (the newest registered version). Raises DatasetNotFound."""
-    name, version = parse_label(label)
-    stmt = select(Dataset).where(Dataset.name == name, Dataset.state != DatasetState.DELETED)
-    if version is not None:
-        stmt = stmt.where(Dataset.version == version)
-    else:
-        stmt = stmt.order_by(Dataset.created_at.desc(), Dataset.id.desc())
-    ds = session.scalars(stmt.limit(1)).first()
-    if ds is None:
-        raise DatasetNotFound(name, version)
-    return ds
 
 
 def find_tier(session: Session, app: App, name: str) -> Tier:

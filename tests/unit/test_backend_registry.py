@@ -13,7 +13,7 @@ from typing import BinaryIO
 import pytest
 from helpers import check_invariant, make_tree, open_app, read_all, workspace_config
 
-from tiering import datasets
+from tiering import datasets, registration
 from tiering.config import TierConfig, TransferConfig
 from tiering.errors import BackendError, ConfigError, ObjectNotFound
 from tiering.storage import Backend, open_backend, register_scheme
@@ -102,7 +102,7 @@ def test_a_tier_of_a_kind_registered_by_the_test_suite_takes_a_registration_and_
     app = open_app(workspace_config(tmp_path, tiers=tiers))
     try:
         assert isinstance(app.backend("cold"), ToyBackend)
-        datasets.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
+        registration.register(app, str(tmp_path / "src"), name="d", version="1", tier="hot")
         outcome = datasets.move(app, "d@1", to="cold")
         assert outcome.state == "done"
         assert datasets.resolve(app, "d@1").tier == "cold"

@@ -23,8 +23,8 @@ from tiering.access.keys import DatasetPrefixIndex, ReadCounter
 from tiering.access.record import record_reads
 from tiering.app import App
 from tiering.catalog.models import Dataset, Tier
+from tiering.catalog.queries import find_dataset
 from tiering.catalog.states import DatasetState
-from tiering.datasets import find_dataset
 from tiering.errors import TieringError
 from tiering.layout import dataset_prefix
 

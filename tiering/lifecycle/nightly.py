@@ -22,8 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from tiering.app import App
 from tiering.catalog.leader import LeaderFence, check_fence
 from tiering.catalog.models import AuditEntry, PolicyRun
+from tiering.catalog.queries import find_dataset
 from tiering.catalog.usage import fold_tier_usage
-from tiering.datasets import find_dataset
 from tiering.errors import ConflictError, NotLeader, TieringError, UsageError
 from tiering.lifecycle.criteria import check_policy_against_tiers
 from tiering.lifecycle.explain import Plan, explain

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 
 from tiering.app import App
 from tiering.catalog.models import AuditEntry, Dataset, Pin, Tier
-from tiering.datasets import find_dataset
+from tiering.catalog.queries import find_dataset
 from tiering.errors import UsageError
 
 

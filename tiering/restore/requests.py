@@ -37,6 +37,7 @@ from sqlalchemy.sql.expression import ScalarSelect
 
 from tiering.app import App
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, MoveStep, Replica, RestoreRequest, Tier
+from tiering.catalog.queries import find_dataset
 from tiering.catalog.states import (
     UNFINISHED_JOB_STATES,
     JobState,
@@ -311,12 +312,6 @@ def archived_error(s: Session, app: App, ds: Dataset, now: dt.datetime) -> Datas
 # ------------------------------------------------------------------------------------------ requests
 
 
-def _find_dataset(s: Session, label: str) -> Dataset:
-    from tiering.datasets import find_dataset
-
-    return find_dataset(s, label)
-
-
 def request_restore(
     app: App,
     label: str,
@@ -342,7 +337,7 @@ def request_restore(
     parse_label(label)
     now = app.now()
     with app.catalog.session() as s:
-        ds = _find_dataset(s, label)
+        ds = find_dataset(s, label)
         if ds.state == "registering":
             raise UsageError(f"{ds.label} is still being registered")
         target = s.scalars(select(Tier).where(Tier.name == to)).one()

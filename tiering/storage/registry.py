@@ -36,9 +36,8 @@ def unregister_scheme(scheme: str) -> None:
 
 
 def registered_schemes() -> list[str]:
-    """The schemes ``open_backend`` knows, sorted (the built-in kinds included)."""
-    import tiering.storage  # noqa: F401  (its import registers the built-in kinds)
-
+    """The schemes ``open_backend`` knows, sorted (the built-in kinds included: importing this module imports
+    the :mod:`tiering.storage` package first, which registers them)."""
     return sorted(_FACTORIES)
 
 
