@@ -19,6 +19,9 @@ STOP_REQUESTED = threading.Event()
 
 
 class Context:
+    """What one command runs in: the ``--config`` path, and the :class:`App` opened on first use and closed
+    when the command ends (commands that need no catalog, like ``policy check``, never open it)."""
+
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
         self._app: App | None = None
@@ -36,6 +39,7 @@ class Context:
             self._app.close()
 
 
+#: hands a command the group's :class:`Context` as its first argument
 pass_ctx = click.make_pass_decorator(Context)
 
 

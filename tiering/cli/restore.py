@@ -61,7 +61,7 @@ def _describe(v: RestoreView) -> str:
 
 
 def _run_and_wait(
-    c: Context, app: App, label: str, *, to: str, days: int, priority: str, timeout: float | None, show: bool
+    app: App, label: str, *, to: str, days: int, priority: str, timeout: float | None, show: bool
 ) -> RestoreView:
     stop = threading.Event()
     with stop_on_signals(stop), progress_display(f"restore {label} -> {to}", show) as prog:
@@ -113,7 +113,7 @@ def restore(
                          "or tiering restore cancel ID")
     target = to or _hottest(app)
     if wait:
-        view = _run_and_wait(c, app, args[0], to=target, days=days, priority=priority, timeout=timeout,
+        view = _run_and_wait(app, args[0], to=target, days=days, priority=priority, timeout=timeout,
                              show=show_progress(json_out, progress))
     else:
         view = request_restore(app, args[0], to=target, days=days, priority=priority)
@@ -173,7 +173,7 @@ def restore_for_resolve(c: Context, label: str, *, to: str | None, days: int, wa
     app = c.app()
     target = to or _hottest(app)
     if wait:
-        view = _run_and_wait(c, app, label, to=target, days=days, priority="normal", timeout=None,
+        view = _run_and_wait(app, label, to=target, days=days, priority="normal", timeout=None,
                              show=show_progress(False, None))
     else:
         view = request_restore(app, label, to=target, days=days)
