@@ -1,4 +1,4 @@
-"""Restore commands, added to the ``tiering`` group by :func:`register_commands`:
+"""Restore commands:
 
 \b
   tiering restore NAME[@VERSION] --to hot --days 7 [--priority high|normal|low] [--wait] [--json]
@@ -6,8 +6,7 @@
   tiering restores [--all] [--dispatch] [--sweep] [--json]
 
 and the ``--restore --wait`` path of ``tiering resolve`` (:func:`restore_for_resolve`). Thin: parse, call
-:mod:`tiering.restore.requests`, print. Names from :mod:`tiering.cli` are imported inside the commands, because
-``tiering.cli`` imports this module while it is being built.
+:mod:`tiering.restore.requests`, print.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from typing import Any
 import click
 
 from tiering.app import App
+from tiering.cli.context import Context, pass_ctx, stop_on_signals
+from tiering.cli.output import emit_json, json_option, progress_display, show_progress, table
 from tiering.config import format_size
 from tiering.errors import DatasetArchived, UsageError
 from tiering.restore.dispatch import dispatch_restores, restore_and_wait
@@ -36,11 +37,6 @@ from tiering.restore.sweep import sweep_expired
 EXIT_FAILED = 7
 #: exit code when ``--wait`` gave up while the restore carries on (EX_TEMPFAIL)
 EXIT_STILL_RUNNING = 75
-
-
-def register_commands(cli: click.Group) -> None:
-    cli.add_command(restore)
-    cli.add_command(restores)
 
 
 def _when(value: Any) -> str:
@@ -64,12 +60,10 @@ def _describe(v: RestoreView) -> str:
 
 
 def _run_and_wait(
-    c: Any, app: App, label: str, *, to: str, days: int, priority: str, timeout: float | None, show: bool
+    app: App, label: str, *, to: str, days: int, priority: str, timeout: float | None, show: bool
 ) -> RestoreView:
-    from tiering.cli import _interrupt_sets, progress_display
-
     stop = threading.Event()
-    with _interrupt_sets(stop), progress_display(f"restore {label} -> {to}", show) as prog:
+    with stop_on_signals(stop), progress_display(f"restore {label} -> {to}", show) as prog:
         return restore_and_wait(app, label, to=to, days=days, priority=priority, progress=prog, stop=stop,
                                 max_wait_seconds=timeout if timeout is not None else 7 * 86400.0)
 
@@ -84,12 +78,12 @@ def _run_and_wait(
 @click.option("--wait", is_flag=True, help="Run the restore now (not on the next dispatch) and wait until it is ready.")
 @click.option("--timeout", type=float, default=None, metavar="SECONDS",
               help="With --wait: stop waiting after this long (the restore carries on).")
-@click.option("--json", "json_out", is_flag=True, help="Print machine-readable JSON on stdout.")
+@json_option
 @click.option("--progress/--no-progress", default=None,
               help="Draw a progress bar on stderr with --wait (default: when it is a terminal).")
-@click.pass_obj
+@pass_ctx
 def restore(
-    c: Any, args: tuple[str, ...], to: str | None, days: int, priority: str, wait: bool, timeout: float | None,
+    c: Context, args: tuple[str, ...], to: str | None, days: int, priority: str, wait: bool, timeout: float | None,
     json_out: bool, progress: bool | None,
 ) -> None:
     """Make an archived dataset readable on a faster tier for some days, or cancel such a request.
@@ -103,9 +97,7 @@ def restore(
       tiering restore imagenet-mini@2024-01 --to hot --days 7 --priority high --wait
       tiering restore cancel 12
     """
-    from tiering.cli import _show_progress, emit_json
-
-    app: App = c.app()
+    app = c.app()
     if args[0] == "cancel" and len(args) == 2:
         if not args[1].isdigit():
             raise UsageError(f"usage: tiering restore cancel ID (an id from `tiering restores`), got {args[1]!r}")
@@ -120,8 +112,8 @@ def restore(
                          "or tiering restore cancel ID")
     target = to or _hottest(app)
     if wait:
-        view = _run_and_wait(c, app, args[0], to=target, days=days, priority=priority, timeout=timeout,
-                             show=_show_progress(json_out, progress))
+        view = _run_and_wait(app, args[0], to=target, days=days, priority=priority, timeout=timeout,
+                             show=show_progress(json_out, progress))
     else:
         view = request_restore(app, args[0], to=target, days=days, priority=priority)
     if json_out:
@@ -142,13 +134,11 @@ def restore(
 @click.option("--all", "include_finished", is_flag=True, help="Also expired, cancelled and failed requests.")
 @click.option("--dispatch", is_flag=True, help="First serve queued requests now, as the scheduler does.")
 @click.option("--sweep", is_flag=True, help="First remove staged copies whose expiry has passed.")
-@click.option("--json", "json_out", is_flag=True, help="Print machine-readable JSON on stdout.")
-@click.pass_obj
-def restores(c: Any, include_finished: bool, dispatch: bool, sweep: bool, json_out: bool) -> None:
+@json_option
+@pass_ctx
+def restores(c: Context, include_finished: bool, dispatch: bool, sweep: bool, json_out: bool) -> None:
     """The restore queue: id, dataset, target, who, priority, state, size, progress, ETA, expiry."""
-    from tiering.cli import _table, emit_json
-
-    app: App = c.app()
+    app = c.app()
     if sweep:
         swept = sweep_expired(app)
         for gone in swept.removed:
@@ -165,7 +155,7 @@ def restores(c: Any, include_finished: bool, dispatch: bool, sweep: bool, json_o
     if not rows:
         click.echo("no restore requests" + ("" if include_finished else " under way (--all shows finished ones)"))
         return
-    _table(
+    table(
         ["ID", "DATASET", "TO", "WHO", "PRIORITY", "STATE", "SIZE", "PROGRESS", "ETA", "EXPIRES", "NOTE"],
         [[r.id, r.dataset, r.target, r.requested_by, r.priority, r.state, format_size(r.bytes_total),
           f"{r.progress:.0%}", format_duration(r.eta_seconds) if r.state in PENDING else "-", _when(r.expires_at),
@@ -173,19 +163,17 @@ def restores(c: Any, include_finished: bool, dispatch: bool, sweep: bool, json_o
     )
 
 
-def restore_for_resolve(c: Any, label: str, *, to: str | None, days: int, wait: bool) -> None:
+def restore_for_resolve(c: Context, label: str, *, to: str | None, days: int, wait: bool) -> None:
     """``tiering resolve --restore``: file (and with ``wait`` run) a restore of an archived dataset.
 
     Returns once the dataset is readable on the target; otherwise raises ``DatasetArchived`` saying which
     request was filed, or exits like ``tiering restore --wait`` when the restore failed or is still running.
     """
-    from tiering.cli import _show_progress
-
-    app: App = c.app()
+    app = c.app()
     target = to or _hottest(app)
     if wait:
-        view = _run_and_wait(c, app, label, to=target, days=days, priority="normal", timeout=None,
-                             show=_show_progress(False, None))
+        view = _run_and_wait(app, label, to=target, days=days, priority="normal", timeout=None,
+                             show=show_progress(False, None))
     else:
         view = request_restore(app, label, to=target, days=days)
     if view.state == "ready":
