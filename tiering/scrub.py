@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 
 from tiering.app import App
 from tiering.catalog.models import Dataset, Member, MoveJob, MoveStep, Replica, Tier
-from tiering.catalog.states import TRUSTED_REPLICA_STATES, UNFINISHED_JOB_STATES, StepState
+from tiering.catalog.states import TRUSTED_REPLICA_STATES, UNFINISHED_JOB_STATES, DatasetState, StepState
 from tiering.errors import ObjectNotFound, TieringError, UsageError
 from tiering.layout import KINDS, MANIFEST_DIR, MANIFEST_NAME, dataset_prefix
 from tiering.storage.base import IncompleteUpload, ListsIncompleteUploads, ObjectInfo, delete_keys, find_capability
@@ -267,12 +267,12 @@ def compare_work(
     """Registrations left half done, jobs no worker drives, datasets stuck ``moving`` (all report-only)."""
     findings: list[Finding] = []
     for d in datasets:
-        if d.state == "registering" and _old_enough(d.created_at, now, older_than):
+        if d.state == DatasetState.REGISTERING and _old_enough(d.created_at, now, older_than):
             findings.append(Finding(
                 STALE_REGISTERING, "", dataset=d.label,
                 detail=f"registering since {d.created_at.isoformat(timespec='seconds')}: run the same "
                        "`tiering register` again to finish it"))
-        elif d.state == "moving" and not d.has_unfinished_move:
+        elif d.state == DatasetState.MOVING and not d.has_unfinished_move:
             findings.append(Finding(STALE_MOVING, "", dataset=d.label,
                                     detail="state moving, but no unfinished move job"))
     for j in jobs:
@@ -441,7 +441,7 @@ def _tier_facts(s: Session, name: str, now: dt.datetime) -> TierFacts:
     for ds_id, kind, ds_name, version, state, location, adopted, home in datasets:
         layout = dataset_prefix(kind, ds_name, version)
         fact = PrefixFact(layout, labels[ds_id], replicas_here=ds_id in here, busy=ds_id in busy,
-                          registering=state == "registering" and home == tier_id)
+                          registering=state == DatasetState.REGISTERING and home == tier_id)
         facts.prefixes.setdefault(layout, fact)
         if location and home == tier_id:  # an adopted dataset keeps its own prefix on its home tier
             facts.prefixes[location] = dataclasses.replace(fact, prefix=location, adopted=adopted)
@@ -460,7 +460,7 @@ def _work_facts(s: Session, now: dt.datetime) -> tuple[list[DatasetFact], list[J
         DatasetFact(f"{n}@{v}", st, created, ds_id in moving)
         for ds_id, n, v, st, created in s.execute(
             select(Dataset.id, Dataset.name, Dataset.version, Dataset.state, Dataset.created_at)
-            .where(Dataset.state.in_(["registering", "moving"])))
+            .where(Dataset.state.in_([DatasetState.REGISTERING, DatasetState.MOVING])))
     ]
     live = (select(MoveStep.id).where(MoveStep.job_id == MoveJob.id, MoveStep.state == StepState.COPYING,
                                       MoveStep.lease_until >= now).limit(1).exists())

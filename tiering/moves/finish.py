@@ -18,7 +18,7 @@ from sqlalchemy import and_, delete, select, update
 
 from tiering.app import App
 from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, MoveStep, Replica, Tier
-from tiering.catalog.states import JobState, ReplicaState, StepState, check_job
+from tiering.catalog.states import DatasetState, JobState, ReplicaState, StepState, check_job
 from tiering.catalog.steps import StepStore
 from tiering.config import normalise_endpoint
 from tiering.errors import MoveJobNotFound, TieringError, UsageError
@@ -86,7 +86,7 @@ def commit(app: App, job_id: int) -> str:
         ds = s.get_one(Dataset, job.dataset_id)
         ds.home_tier_id = dst_id
         ds.home_since = now
-        ds.state = "active"
+        ds.state = DatasetState.ACTIVE
         job.state = JobState.COMMITTED
         job.updated_at = now
         src_name = s.get_one(Tier, src_id).name
@@ -211,7 +211,7 @@ def abandon(app: App, job_id: int, *, reason: str, final_state: JobState = JobSt
         job.last_error = reason
         job.finished_at = job.updated_at = now
         ds = s.get_one(Dataset, job.dataset_id)
-        ds.state = "active"
+        ds.state = DatasetState.ACTIVE
         s.add(AuditEntry(
             at=now, actor=app.actor, action=job.purpose, dataset_id=ds.id, dataset_label=ds.label,
             from_tier=s.get_one(Tier, job.src_tier_id).name, to_tier=dst.name, bytes=0,

@@ -13,7 +13,7 @@ from sqlalchemy import and_, insert, select
 from tiering.app import App
 from tiering.catalog.leader import LeaderFence, check_fence
 from tiering.catalog.models import Dataset, Member, MoveJob, MoveStep, Replica, Tier
-from tiering.catalog.states import UNFINISHED_JOB_STATES, JobPurpose, JobState, StepState
+from tiering.catalog.states import UNFINISHED_JOB_STATES, DatasetState, JobPurpose, JobState, StepState
 from tiering.errors import DatasetNotFound, MoveInProgress, UsageError
 from tiering.faults import crash_point
 from tiering.layout import dataset_prefix
@@ -83,7 +83,7 @@ def create_job(
                 ],
             )
         if purpose == JobPurpose.MOVE:
-            ds.state = "moving"
+            ds.state = DatasetState.MOVING
         job_id = job.id
     crash_point("after_plan")
     return job_id

@@ -40,6 +40,7 @@ from tiering.catalog.models import AuditEntry, Dataset, Member, MoveJob, MoveSte
 from tiering.catalog.queries import find_dataset
 from tiering.catalog.states import (
     UNFINISHED_JOB_STATES,
+    DatasetState,
     JobState,
     ReplicaState,
     StepState,
@@ -338,7 +339,7 @@ def request_restore(
     now = app.now()
     with app.catalog.session() as s:
         ds = find_dataset(s, label)
-        if ds.state == "registering":
+        if ds.state == DatasetState.REGISTERING:
             raise UsageError(f"{ds.label} is still being registered")
         target = s.scalars(select(Tier).where(Tier.name == to)).one()
         req = RestoreRequest(
