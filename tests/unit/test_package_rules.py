@@ -103,3 +103,13 @@ def test_the_catalog_does_not_import_the_planner() -> None:
     graph = _graph()
     catalog = {m for m in graph if m.startswith("tiering.catalog")}
     assert all(not d.startswith("tiering.lifecycle") for m in catalog for d in graph[m])
+
+
+def test_every_package_of_the_source_tree_is_installed() -> None:
+    """``pyproject.toml`` lists the packages by hand (migrations and policies are mapped in from the top of the
+    repository), so a new subpackage missing from the list would install a broken product."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {_module_name(p) for p in ROOT.rglob("__init__.py")}
+    assert on_disk - listed == set()
