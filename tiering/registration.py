@@ -7,6 +7,7 @@ written. ``adopt=True`` takes a prefix already on a tier in place, after checkin
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import logging
@@ -210,7 +211,8 @@ def register(
     except Exception as exc:
         # a refused or failed registration changes nothing: remove what it uploaded and its row
         _undo_registration(app, dst_backend, claim, uploaded)
-        remove_tree(dst_backend, prefix, applied)
+        with contextlib.suppress(TieringError, OSError):  # the error the user sees is the one that stopped it
+            remove_tree(dst_backend, prefix, applied)
         if isinstance(exc, SQLAlchemyError):
             raise CatalogError(f"catalog refused registering {label}: {describe_db_error(exc)}") from exc
         raise
