@@ -240,10 +240,13 @@ def verify(app: App, label: str, *, tier: str | None = None, progress: Progress 
               for (tier_name, key), members in shards.items()
               if not isinstance(backend := backends[tier_name], TieringError)]
     scans = scan_many(stored, workers=workers, on_member=progress.add if progress is not None else None)
-    for (where, members) in shards.items():
-        reached = backends[where[0]]
-        scan = ShardScan(error=reached, opened=False) if isinstance(reached, TieringError) else next(scans)
-        report.problems.extend(found_in(where, members, scan))
+    with contextlib.closing(scans):  # its pool is shut down before the audit entry is written
+        for where, members in shards.items():
+            reached = backends[where[0]]
+            scan = ShardScan(error=reached, opened=False) if isinstance(reached, TieringError) else next(scans)
+            report.replicas_checked += len(members)
+            report.bytes_read += 0 if scan.error is not None else scan.nbytes
+            report.problems.extend(found_in(where, members, scan))
     now = app.now()
     with app.catalog.session() as s:
         ds = find_dataset(s, report.label)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -52,7 +52,7 @@ def _hash_one(obj: StoredObject) -> Digests | TieringError:
         return exc
 
 
-def hash_many(objects: Iterable[StoredObject], *, workers: int) -> Iterator[Digests | TieringError]:
+def hash_many(objects: Iterable[StoredObject], *, workers: int) -> Generator[Digests | TieringError, None, None]:
     """Read and hash every object, ``workers`` at once; one result per object, in the objects' order.
 
     A storage error reading an object is that object's result; any other exception is raised.
@@ -63,7 +63,7 @@ def hash_many(objects: Iterable[StoredObject], *, workers: int) -> Iterator[Dige
 
 def scan_many(
     shards: Iterable[StoredShard], *, workers: int, on_member: Callable[[int], None] | None = None,
-) -> Iterator[ShardScan]:
+) -> Generator[ShardScan, None, None]:
     """Scan every shard once, front to back, ``workers`` at once; one result per shard, in their order.
 
     ``on_member(size)`` is called (from the workers) as each member is checked.
