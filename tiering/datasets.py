@@ -14,7 +14,6 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +37,10 @@ from tiering.layout import (
     dataset_prefix,
 )
 from tiering.moves.executor import Executor, JobOutcome
-from tiering.storage.base import Location
+from tiering.storage.base import Backend, Location
 from tiering.transfer.copier import Progress
-from tiering.transfer.hashing import CHUNK_SIZE, Digests, hash_stream
-from tiering.transfer.packing import scan_shard
+from tiering.transfer.hashing import CHUNK_SIZE, Digests
+from tiering.transfer.verify import ShardScan, StoredObject, StoredShard, hash_many, scan_many
 
 ProgressFactory = Callable[[str, Progress], Any]
 
@@ -186,23 +185,16 @@ def verify(app: App, label: str, *, tier: str | None = None, progress: Progress 
         progress.total_bytes = sum(r[1] for r in rows)
         progress.total_objects = len(rows)
 
-    def check(row: Any) -> tuple[VerifyProblem | None, int]:
-        path, size, xxh3, tier_name, key, offset = row
-        backend = app.backend(tier_name)
-        try:
-            stream = backend.open_read(key, offset=offset or 0, length=size if offset is not None else None)
-            try:
-                digests = hash_stream(stream)
-            finally:
-                stream.close()
-        except TieringError as exc:
-            kind = "missing" if exc.reason == "object_not_found" else "error"
-            return VerifyProblem(path, tier_name, key, kind, str(exc), exc.reason), 0
-        if digests.size != size:
-            return VerifyProblem(path, tier_name, key, "size_mismatch", f"{digests.size} != {size} bytes",
-                                 "size_mismatch"), digests.size
-        if digests.xxh3 != xxh3:
-            return VerifyProblem(path, tier_name, key, "checksum_mismatch", f"{digests.xxh3} != {xxh3}",
+    def problem(row: Any, got: Digests | TieringError) -> tuple[VerifyProblem | None, int]:
+        path, size, xxh3, tier_name, key, _offset = row
+        if isinstance(got, TieringError):
+            kind = "missing" if got.reason == "object_not_found" else "error"
+            return VerifyProblem(path, tier_name, key, kind, str(got), got.reason), 0
+        if got.size != size:
+            return VerifyProblem(path, tier_name, key, "size_mismatch", f"{got.size} != {size} bytes",
+                                 "size_mismatch"), got.size
+        if got.xxh3 != xxh3:
+            return VerifyProblem(path, tier_name, key, "checksum_mismatch", f"{got.xxh3} != {xxh3}",
                                  "checksum_mismatch"), size
         return None, size
 
@@ -213,38 +205,48 @@ def verify(app: App, label: str, *, tier: str | None = None, progress: Progress 
         if r[5] is not None:
             shards.setdefault((r[3], r[4]), []).append(r)
 
-    def check_shard(item: tuple[tuple[str, str], list[Any]]) -> tuple[list[VerifyProblem], int]:
-        (tier_name, key), members = item
-        by_offset = {offset: (path, size, xxh3) for path, size, xxh3, _t, _k, offset in members}
-        try:
-            stream = app.backend(tier_name).open_read(key)
-        except TieringError as exc:
-            kind = "missing" if exc.reason == "object_not_found" else "error"
-            return [VerifyProblem(m[0], tier_name, key, kind, str(exc), exc.reason) for m in members], 0
-        try:
-            found, nbytes = scan_shard(stream, by_offset, on_member=progress.add if progress is not None else None)
-        except TieringError as exc:
-            return [VerifyProblem("", tier_name, key, "error", str(exc), exc.reason)], 0
-        finally:
-            stream.close()
+    def found_in(where: tuple[str, str], members: list[Any], scan: ShardScan) -> list[VerifyProblem]:
+        tier_name, key = where
+        if scan.error is not None and not scan.opened:
+            kind = "missing" if scan.error.reason == "object_not_found" else "error"
+            return [VerifyProblem(m[0], tier_name, key, kind, str(scan.error), scan.error.reason) for m in members]
+        if scan.error is not None:
+            return [VerifyProblem("", tier_name, key, "error", str(scan.error), scan.error.reason)]
         return [VerifyProblem(p.path, tier_name, key, p.problem,
                               p.detail + (f" (member bytes at offset {p.offset})" if p.offset is not None else ""),
                               p.problem)
-                for p in found], nbytes
+                for p in scan.problems]
 
-    with ThreadPoolExecutor(max_workers=app.config.transfer.workers) as pool:
-        for row, (problem, nbytes) in zip(singles, pool.map(check, singles), strict=True):
-            report.replicas_checked += 1
-            report.bytes_read += nbytes
-            if progress is not None:
-                progress.add(row[1], failed=problem is not None)
-            if problem is not None:
-                report.problems.append(problem)
-        for (_where, members), (found, nbytes) in zip(shards.items(), pool.map(check_shard, shards.items()),
-                                                      strict=True):
+    workers = app.config.transfer.workers
+    objects = [StoredObject(app.backend(r[3]), r[4]) for r in singles]
+    for row, got in zip(singles, hash_many(objects, workers=workers), strict=True):
+        found, nbytes = problem(row, got)
+        report.replicas_checked += 1
+        report.bytes_read += nbytes
+        if progress is not None:
+            progress.add(row[1], failed=found is not None)
+        if found is not None:
+            report.problems.append(found)
+    # a tier the config no longer names: its shards are reported as unreadable, as a failed open is
+    backends: dict[str, Backend | TieringError] = {}
+    for tier_name, _key in shards:
+        if tier_name not in backends:
+            try:
+                backends[tier_name] = app.backend(tier_name)
+            except TieringError as exc:
+                backends[tier_name] = exc
+    stored = [StoredShard(backend, key,
+                          {offset: (path, size, xxh3) for path, size, xxh3, _t, _k, offset in members})
+              for (tier_name, key), members in shards.items()
+              if not isinstance(backend := backends[tier_name], TieringError)]
+    scans = scan_many(stored, workers=workers, on_member=progress.add if progress is not None else None)
+    with contextlib.closing(scans):  # its pool is shut down before the audit entry is written
+        for where, members in shards.items():
+            reached = backends[where[0]]
+            scan = ShardScan(error=reached, opened=False) if isinstance(reached, TieringError) else next(scans)
             report.replicas_checked += len(members)
-            report.bytes_read += nbytes
-            report.problems.extend(found)
+            report.bytes_read += 0 if scan.error is not None else scan.nbytes
+            report.problems.extend(found_in(where, members, scan))
     now = app.now()
     with app.catalog.session() as s:
         ds = find_dataset(s, report.label)

@@ -59,6 +59,7 @@ from tiering.layout import (
 from tiering.moves.executor import lease_owner_is_dead, new_worker_id
 from tiering.storage.base import Backend, delete_keys
 from tiering.storage.tree import apply_tree, posix_entries, remove_tree, tree_rows
+from tiering.transfer.control import JobControl, end_thread
 from tiering.transfer.copier import Copier, CopyItem, Progress
 from tiering.transfer.hashing import Digests
 from tiering.transfer.sources import Preloaded, SourceFile, hash_all, member_path, scan_local
@@ -169,10 +170,11 @@ def register(
         return done
     uploaded: list[str] = []
     applied: list[ManifestEntry] = []  # directories and links given to a directory tier
-    lost = threading.Event()
-    stop_renewing = threading.Event()
-    renewer = threading.Thread(target=_renew_lease, args=(app, claim, lost, stop_renewing), daemon=True)
+    control = JobControl()  # stopped with _OwnershipLost when the lease renewer finds the row taken over
+    renewing = threading.Event()
+    renewer = threading.Thread(target=_renew_lease, args=(app, claim, control, renewing), daemon=True)
     renewer.start()
+    control.add_cleanup(end_thread, renewing, renewer)
     try:
         if not adopt:
             if progress is not None:
@@ -184,9 +186,9 @@ def register(
                 CopyItem(src_key=f.key, dst_key=prefix + f.path, size=f.size, expected_xxh3=digests[f.path].xxh3)
                 for f in files
             )
-            failures = [r for r in copier.copy_many(items, progress=progress, stop=lost) if not r.ok]
-            if lost.is_set():
-                raise _OwnershipLost(label)
+            failures = [r for r in copier.copy_many(items, progress=progress, stop=control) if not r.ok]
+            if control.exception is not None:
+                raise control.exception
             if failures:
                 raise failures[0].error or TieringError("copy failed")
             crash_point("register_after_upload")
@@ -217,8 +219,7 @@ def register(
             raise CatalogError(f"catalog refused registering {label}: {describe_db_error(exc)}") from exc
         raise
     finally:
-        stop_renewing.set()
-        renewer.join(timeout=5)
+        control.run_cleanups()
     seconds = (app.now() - started).total_seconds()
     return RegisterResult(label, tier, len(files), total, content, adopt, seconds=seconds)
 
@@ -409,8 +410,9 @@ def _clear_abandoned_upload(app: App, tier: str, prefix: str) -> None:
         log.warning("could not clear the abandoned upload under %s on tier %s: %s", prefix, tier, exc)
 
 
-def _renew_lease(app: App, claim: _Claim, lost: threading.Event, stop: threading.Event) -> None:
-    """Extend the claim's lease every third of it until ``stop``; set ``lost`` if the row is not ours."""
+def _renew_lease(app: App, claim: _Claim, control: JobControl, stop: threading.Event) -> None:
+    """Extend the claim's lease every third of it until ``stop``; stops ``control`` with
+    :class:`_OwnershipLost` if the row is not ours."""
     seconds = app.config.transfer.lease_seconds
     while not stop.wait(max(1.0, seconds / 3)):
         try:
@@ -422,7 +424,7 @@ def _renew_lease(app: App, claim: _Claim, lost: threading.Event, stop: threading
                     .values(registration_lease_until=app.now() + dt.timedelta(seconds=seconds))
                 )
             if cast(Any, renewed).rowcount != 1:
-                lost.set()
+                control.stop(_OwnershipLost(claim.label))
                 return
         except (TieringError, SQLAlchemyError):
             log.warning("renewing the registration lease of %s failed; will retry", claim.label)

@@ -43,6 +43,7 @@ from tiering.moves import finish, plan
 from tiering.moves.outcome import JobOutcome as JobOutcome
 from tiering.moves.shards import copy_shards
 from tiering.storage.base import Backend, BatchedSync, ObjectInfo, ReadStream, find_capability
+from tiering.transfer.control import JobControl, end_thread
 from tiering.transfer.copier import Copier, CopyItem, CopyResult, Progress
 
 log = logging.getLogger(__name__)
@@ -266,39 +267,58 @@ class Executor:
             # an archive-class object cannot be read before a restore: trust the streamed hash and the size
             verify="stream" if dst_archive == "glacier" else self.transfer.verify,
         )
-        internal_stop = threading.Event()
-        heartbeat = threading.Thread(target=self._heartbeat, args=(job_id, internal_stop), daemon=True)
+        control = JobControl(stop)
         lease_lost = False
         verified: list[CopyResult] = []
-        items: _Prefetched[CopyItem] | None = None
-        # a directory tier syncs small members once per recorded batch instead of once each (see FileBackend);
-        # not on an archive tier, whose shards are recorded one by one as they are written
-        batched_sync = None if dst_archive else find_capability(dst_backend, BatchedSync)
-        syncing = contextlib.ExitStack()
-        sync_written = (syncing.enter_context(batched_sync.batched_sync(head.prefix))
-                        if batched_sync is not None else None)
 
         def record() -> None:
             if verified and sync_written is not None:
                 sync_written()  # the bytes are on the disk before the catalog says so
             self._record_verified(verified, dst_tier_id, outcome)
 
+        def record_left() -> None:
+            # copies already verified are recorded even when the loop ended early: their bytes are good
+            nonlocal lease_lost
+            try:
+                record()
+            except LeaseLost:
+                lease_lost = True
+            except TieringError:
+                log.warning("could not record verified copies of job %s; they will be copied again", job_id)
+
+        # cleanups run newest first: claims end, the heartbeat stops, what verified is recorded, the batched
+        # sync closes, and steps claimed but never started go back to planned
+        control.add_cleanup(_suppressed, self.store.release_unstarted, job_id)
+        # a directory tier syncs small members once per recorded batch instead of once each (see FileBackend);
+        # not on an archive tier, whose shards are recorded one by one as they are written
+        batched_sync = None if dst_archive else find_capability(dst_backend, BatchedSync)
+        sync_written = None
+        if batched_sync is not None:
+            syncing = batched_sync.batched_sync(head.prefix)
+            sync_written = syncing.__enter__()
+            # what was written and not recorded is copied again by a retry
+            control.add_cleanup(_suppressed, syncing.__exit__, None, None, None)
+        control.add_cleanup(record_left)
+        beating = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(job_id, beating), daemon=True)
         heartbeat.start()
+        control.add_cleanup(end_thread, beating, heartbeat)
         try:
             if dst_archive:
                 copy_shards(self.store, job_id, source, dst_backend, dst_tier_id=dst_tier_id,
                             workers=self.transfer.workers, verify=copier.verify, outcome=outcome,
-                            progress=progress, internal_stop=internal_stop, stop=stop)
+                            progress=progress, control=control)
             items = _Prefetched(
-                lambda: self._claimed_items(job_id, head.src_tier_id, dst_tier_id, internal_stop, stop),
+                lambda: self._claimed_items(job_id, head.src_tier_id, dst_tier_id, control),
                 ahead=CLAIM_BATCH, name=f"tiering-claim-{job_id}",
             )
+            control.add_cleanup(items.close)  # no claim runs after this: release_unstarted sees them all
             # claimed ahead but not handed out when a stop comes: back to planned (release_unstarted)
-            handed = itertools.takewhile(lambda _: not (stop is not None and stop.is_set()), items)
+            handed = itertools.takewhile(lambda _: not control.cancelled, items)
             last_flush = time.monotonic()
             # a user's stop: copies still blocked after a short grace are abandoned (their steps go back to
             # planned below), so an endpoint that does not answer cannot hold the stop up
-            for result in copier.copy_many(handed, progress=progress, stop=internal_stop, give_up=stop):
+            for result in copier.copy_many(handed, progress=progress, stop=control, give_up=stop):
                 try:
                     if result.ok:
                         crash_point("after_copy")
@@ -311,27 +331,14 @@ class Executor:
                         self._record_failure(result, job_id, dst_tier_id, outcome)
                 except LeaseLost:
                     lease_lost = True
-                    internal_stop.set()
+                    control.stop()
                 if not result.ok and not _retryable(result) and not keep_going:
-                    internal_stop.set()
+                    control.stop()
         except LeaseLost:
             lease_lost = True
         finally:
-            internal_stop.set()
-            if items is not None:
-                items.close()  # no claim runs after this: release_unstarted below sees them all
-            heartbeat.join(timeout=5)
-            # copies already verified are recorded even when the loop ended early: their bytes are good
-            try:
-                record()
-            except LeaseLost:
-                lease_lost = True
-            except TieringError:
-                log.warning("could not record verified copies of job %s; they will be copied again", job_id)
-            with contextlib.suppress(TieringError):
-                syncing.close()  # what was written and not recorded is copied again by a retry
-            with contextlib.suppress(TieringError):
-                self.store.release_unstarted(job_id)
+            control.stop()
+            control.run_cleanups()
         if lease_lost:
             raise LeaseLost(job_id, -1)
         settled = self.store.settle(job_id)
@@ -345,15 +352,19 @@ class Executor:
         job_id: int,
         src_tier_id: int,
         dst_tier_id: int,
-        internal_stop: threading.Event,
-        stop: threading.Event | None,
+        control: JobControl | threading.Event,
+        stop: threading.Event | None = None,
     ) -> Iterator[CopyItem]:
-        while not internal_stop.is_set() and not (stop and stop.is_set()):
+        """Claim steps in batches and yield their copies until none is left or the job stops.
+        ``control``: the job's; an Event (and ``stop``) are joined into one."""
+        if not isinstance(control, JobControl):
+            control = JobControl(control, stop)
+        while not control.stopped:
             claimed = self.store.claim(job_id, src_tier_id, dst_tier_id, CLAIM_BATCH)
             if not claimed:
                 return
             for step in claimed:
-                if stop is not None and stop.is_set():
+                if control.cancelled:
                     return  # claimed steps not handed out yet go back to planned (release_unstarted)
                 if step.src_key is None:
                     raise BackendError(f"member {step.path} has no live copy on the source tier")
@@ -416,6 +427,12 @@ class Executor:
     def resume_all(self, *, progress: Progress | None = None) -> list[JobOutcome]:
         """Drive every unfinished move job forward (after a crash, or work left by another worker)."""
         return [self.run_job(job_id, progress=progress) for job_id in self.unfinished_jobs()]
+
+
+def _suppressed(fn: Callable[..., object], *args: object) -> None:
+    """``fn(*args)``, a storage or catalog error ignored: what it would have undone is redone by a retry."""
+    with contextlib.suppress(TieringError):
+        fn(*args)
 
 
 def _retryable(result: CopyResult) -> bool:

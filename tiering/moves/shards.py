@@ -11,7 +11,6 @@ object, read back and checked member by member, and made verified in one transac
 from __future__ import annotations
 
 import contextlib
-import threading
 from dataclasses import dataclass
 
 from tiering.catalog.steps import ShardRows, StepStore
@@ -19,6 +18,7 @@ from tiering.errors import BackendError, StateError, TieringError, TransientBack
 from tiering.faults import crash_point
 from tiering.moves.outcome import JobOutcome
 from tiering.storage.base import Backend
+from tiering.transfer.control import JobControl
 from tiering.transfer.copier import Progress, VerifyMode
 from tiering.transfer.packing import MemberSource, ShardLayout, layout_shard, write_shard
 
@@ -70,16 +70,15 @@ def copy_shards(
     verify: VerifyMode,
     outcome: JobOutcome,
     progress: Progress | None,
-    internal_stop: threading.Event,
-    stop: threading.Event | None,
+    control: JobControl,
 ) -> None:
     """Write, verify and record every claimable shard of the job, one shard at a time.
 
     A failed shard is deleted; its steps go back to planned (a transient error with attempts left) or
-    fail (``internal_stop`` is then set; the source is untouched). Raises :class:`LeaseLost`.
+    fail (the job's ``control`` is then stopped; the source is untouched). Raises :class:`LeaseLost`.
     """
     first = True
-    while not internal_stop.is_set() and not (stop and stop.is_set()):
+    while not control.stopped:
         claim = claim_shard(store, job_id)
         if claim is None:
             return
@@ -98,7 +97,7 @@ def copy_shards(
             if not retry:
                 outcome.failed += claim.steps
                 outcome.failures.append(f"{claim.key}: {message}")
-                internal_stop.set()
+                control.stop()
                 return
             continue
         crash_point("after_copy")

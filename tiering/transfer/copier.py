@@ -38,6 +38,7 @@ from typing import Literal
 
 from tiering.errors import CorruptedCopy, DigestRefused, SourceChanged, TieringError
 from tiering.storage.base import DIGEST_METADATA_KEY, Backend, read_up_to
+from tiering.transfer.control import JobControl, as_control
 from tiering.transfer.hashing import Digests, HashingReader, hash_stream
 
 #: bytes of objects being copied at once (an object counts with its size, at most this much)
@@ -124,7 +125,7 @@ class _ByteBudget:
         self._held = 0
         self._cond = threading.Condition()
 
-    def acquire(self, n: int, stop: threading.Event | None) -> bool:
+    def acquire(self, n: int, stop: threading.Event | JobControl | None) -> bool:
         """Reserve ``n`` bytes (capped at the limit); False when ``stop`` was set while waiting."""
         n = min(n, self._limit)
         with self._cond:
@@ -280,7 +281,7 @@ class Copier:
         items: Iterable[CopyItem],
         *,
         progress: Progress | None = None,
-        stop: threading.Event | None = None,
+        stop: threading.Event | JobControl | None = None,
         give_up: threading.Event | None = None,
         give_up_grace: float = GIVE_UP_GRACE_SECONDS,
     ) -> Iterator[CopyResult]:
@@ -288,7 +289,8 @@ class Copier:
 
         At most ``workers`` copies run and at most ``2 * workers`` are queued, and the objects submitted
         add up to at most ``max_inflight_bytes`` (one object always may go). When ``stop`` is set, no new
-        copy starts; those running finish and are yielded. When ``give_up`` is set (a user's Ctrl-C or
+        copy starts; those running finish and are yielded (``stop`` may be the job's :class:`JobControl`).
+        When ``give_up`` is set (a user's Ctrl-C or
         SIGTERM), no new copy starts either, and those still running ``give_up_grace`` seconds later are
         abandoned: the iteration ends without their results and without waiting for their threads (a copy
         blocked on an endpoint that does not answer holds its thread until its request's deadline). An
@@ -304,8 +306,10 @@ class Copier:
             finally:
                 budget.release(item.size)
 
+        control = as_control(stop)
+
         def halted() -> bool:
-            return bool((stop and stop.is_set()) or (give_up and give_up.is_set()))
+            return control.stopped or bool(give_up and give_up.is_set())
 
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="copy")
         abandoned = False
@@ -326,7 +330,7 @@ class Copier:
                     # never block on the budget while copies are pending: their results must be yielded
                     if pending and not budget.acquire(waiting.size, _ALREADY_SET):
                         break
-                    if not pending and not budget.acquire(waiting.size, stop):
+                    if not pending and not budget.acquire(waiting.size, control):
                         break
                     pending.add(pool.submit(run, waiting))
                     waiting = None
