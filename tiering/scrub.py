@@ -38,7 +38,6 @@ import datetime as dt
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -52,7 +51,8 @@ from tiering.errors import ObjectNotFound, TieringError, UsageError
 from tiering.layout import KINDS, MANIFEST_DIR, MANIFEST_NAME, dataset_prefix
 from tiering.storage.base import IncompleteUpload, ListsIncompleteUploads, ObjectInfo, delete_keys, find_capability
 from tiering.transfer.copier import Progress
-from tiering.transfer.hashing import hash_stream
+from tiering.transfer.hashing import Digests
+from tiering.transfer.verify import StoredObject, hash_many
 
 log = logging.getLogger(__name__)
 
@@ -485,15 +485,9 @@ def _deep_check(
         progress.total_objects += len(replicas)
     say(f"scrub: {name}: reading {len(replicas)} replicas")
 
-    def check(r: ReplicaFact) -> tuple[Finding | None, int]:
-        try:
-            stream = backend.open_read(r.key, offset=r.offset or 0, length=r.size if r.offset is not None else None)
-            try:
-                digests = hash_stream(stream)
-            finally:
-                stream.close()
-        except TieringError as exc:
-            return Finding(CHECKSUM_MISMATCH, name, r.key, r.dataset, r.path, f"unreadable: {exc}"), 0
+    def finding_of(r: ReplicaFact, digests: Digests | TieringError) -> tuple[Finding | None, int]:
+        if isinstance(digests, TieringError):
+            return Finding(CHECKSUM_MISMATCH, name, r.key, r.dataset, r.path, f"unreadable: {digests}"), 0
         if digests.size != r.size or digests.xxh3 != r.xxh3:
             where = f" at offset {r.offset}" if r.offset is not None else ""
             return Finding(CHECKSUM_MISMATCH, name, r.key, r.dataset, r.path,
@@ -501,14 +495,16 @@ def _deep_check(
                            f"{r.xxh3} ({r.size} bytes)"), digests.size
         return None, digests.size
 
+    objects = (StoredObject(backend, r.key, r.offset or 0, r.size if r.offset is not None else None)
+               for r in replicas)
     found: list[Finding] = []
-    with ThreadPoolExecutor(max_workers=max(1, app.config.transfer.workers)) as pool:
-        for r, (finding, nbytes) in zip(replicas, pool.map(check, replicas), strict=True):
-            report.bytes_read += nbytes
-            if progress is not None:
-                progress.add(r.size, failed=finding is not None)
-            if finding is not None:
-                found.append(finding)
+    for r, digests in zip(replicas, hash_many(objects, workers=max(1, app.config.transfer.workers)), strict=True):
+        finding, nbytes = finding_of(r, digests)
+        report.bytes_read += nbytes
+        if progress is not None:
+            progress.add(r.size, failed=finding is not None)
+        if finding is not None:
+            found.append(finding)
     return found
 
 
