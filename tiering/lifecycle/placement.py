@@ -249,7 +249,7 @@ def _defend(score: F64, knobs: Knobs) -> F64:
     return np.asarray(np.where(score > 0, score * (1.0 + knobs.hysteresis), score) + _swap_bonus(knobs))
 
 
-def _greedy_fit(order: I64, size: I64, room: float, rounds: int = 8) -> I64:
+def greedy_fit(order: I64, size: I64, room: float, rounds: int = 8) -> I64:
     """The rows of ``order`` (best first) a greedy fill takes into ``room`` bytes, skipping what does not fit."""
     taken: list[I64] = []
     rest = order
@@ -313,7 +313,7 @@ def plan_placement(table: DatasetTable, tiers: Sequence[TierSpec], knobs: Knobs,
         room = float(tier.capacity_bytes)
         forced = np.flatnonzero(open_rows & (floor <= r))
         forced = forced[np.argsort(-key[forced], kind="stable")]
-        took = _greedy_fit(forced, table.size, room, rounds=len(forced) + 1 if len(forced) < 64 else 8)
+        took = greedy_fit(forced, table.size, room, rounds=len(forced) + 1 if len(forced) < 64 else 8)
         room -= float(table.size[took].sum())
         target[took] = r
         open_rows[took] = False
@@ -323,7 +323,7 @@ def plan_placement(table: DatasetTable, tiers: Sequence[TierSpec], knobs: Knobs,
         entering = table.uses.at(now) >= knobs.nightly_entry_min_uses
         rest = np.flatnonzero(open_rows & (entering | (table.tier == r)) & np.isfinite(score))
         rest = rest[np.argsort(-key[rest], kind="stable")]
-        took = _greedy_fit(rest, table.size, room)
+        took = greedy_fit(rest, table.size, room)
         target[took] = r
         open_rows[took] = False
         cutoff[r] = float(key[took].min()) if took.size else math.inf

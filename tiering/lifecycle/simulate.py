@@ -42,6 +42,7 @@ from tiering.lifecycle.placement import (
     Placement,
     TiB,
     TierSpec,
+    greedy_fit,
     plan_admission,
     plan_placement,
     plan_promotions,
@@ -194,7 +195,7 @@ class _Ranked(_Policy):
         rows = np.flatnonzero(self.wanted_hot(sim, now))
         rows = rows[np.argsort(-pri[rows], kind="stable")]
         cap = sim.tiers[HOT].capacity_bytes
-        take = rows if cap is None else _fill(rows, sim.size, float(cap))
+        take = rows if cap is None else greedy_fit(rows, sim.size, float(cap))
         target[take] = HOT
         return target
 
@@ -262,18 +263,6 @@ class _Oracle(_Ranked):
         return np.asarray(sim.active & (self.priority(sim, now) > 0))
 
 
-def _fill(order: npt.NDArray[np.int64], size: npt.NDArray[np.int64], room: float) -> npt.NDArray[np.int64]:
-    taken = []
-    for _ in range(8):
-        fits = order[size[order] <= room]
-        if fits.size == 0:
-            break
-        cum = np.cumsum(size[fits])
-        k = int(np.searchsorted(cum, room, side="right"))
-        taken.append(fits[:k])
-        room -= float(cum[k - 1]) if k else 0.0
-        order = fits[k + 1 :]
-    return np.concatenate(taken) if taken else np.zeros(0, dtype=np.int64)
 
 
 def make_policy(name: str, trace: Trace, start: float, *, short_pass: bool = True) -> _Policy:
